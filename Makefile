@@ -1,0 +1,49 @@
+# The verbs a newcomer types. Everything installs itself: `make run` and `make test` work on a
+# fresh clone.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+TOOLS := .tools/bin
+PORT ?= 8080
+
+.PHONY: install proto proto-check lint test test-fast run up bench acceptance helm-lint clean
+
+install: .venv/.installed
+
+.venv/.installed: pyproject.toml $(wildcard uv.lock) $(wildcard libs/*/pyproject.toml services/*/pyproject.toml) scripts/install.sh
+	bash scripts/install.sh
+	@touch $@
+
+proto: install
+	bash scripts/gen_protos.sh
+
+# CI: regenerate and fail on any drift from the committed code.
+proto-check: proto
+	@git diff --exit-code --stat -- libs/weft-protos/src || { echo "generated protobuf code drifted: run 'make proto' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- libs/weft-protos/src)" || { echo "untracked generated files: run 'make proto' and commit"; git status --porcelain -- libs/weft-protos/src; exit 1; }
+
+lint: install
+	$(TOOLS)/buf lint
+	$(VENV)/bin/ruff check libs services tests bench
+	$(VENV)/bin/mypy libs/weft-common/src services/dag-builder/src
+
+test: install
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+run: install
+	bash scripts/demo.sh
+
+up: install
+	$(VENV)/bin/weft up --http-port $(PORT)
+
+bench: install
+	$(PY) bench/compile.py
+
+acceptance: install
+	python3 ../shared/acceptance/run.py --start "$(VENV)/bin/weft up --http-port 18080 --data-dir $$(mktemp -d)" --base-url http://127.0.0.1:18080
+
+helm-lint: install
+	$(TOOLS)/helm lint helm/weft
+
+clean:
+	rm -rf $(VENV) .tools .weft
