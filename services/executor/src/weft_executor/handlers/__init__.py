@@ -1,0 +1,1 @@
+"""Node handlers by type; importing this package registers the built-in ones."""
