@@ -7,7 +7,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from .errors import WeftError, trailing_metadata
 from .settings import CommonSettings
 
-__all__ = ["ErrorMappingInterceptor", "GrpcServer", "channel_options", "run_until_signal"]
+__all__ = ["ErrorMappingInterceptor", "GrpcServer", "RunningService", "channel_options", "run_until_signal"]
 
 log = logging.getLogger("weft.grpc")
 
@@ -150,3 +150,15 @@ async def run_until_signal(
     finally:
         log.info("shutting down")
         await stop()
+
+
+class RunningService(Protocol):
+    """What every service's ``server.serve(settings)`` returns: started, bound, stoppable.
+
+    ``weft up`` starts all four in one process through this, and each ``__main__`` does the same
+    for one service.
+    """
+
+    port: int
+
+    async def stop(self) -> None: ...
