@@ -43,7 +43,8 @@ acceptance: install
 	python3 ../shared/acceptance/run.py --start "$(VENV)/bin/weft up --http-port 18080 --data-dir $$(mktemp -d)" --base-url http://127.0.0.1:18080
 
 helm-lint: install
-	$(TOOLS)/helm lint helm/weft
+	$(TOOLS)/helm lint helm/weft --set global.databaseUrl=postgresql+asyncpg://weft@db/weft
+	$(TOOLS)/helm template weft helm/weft --set global.databaseUrl=postgresql+asyncpg://weft@db/weft >/dev/null
 
 clean:
 	rm -rf $(VENV) .tools .weft
