@@ -21,8 +21,8 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "ResourceExhausted",
-    "Unavailable",
     "Unauthenticated",
+    "Unavailable",
     "WeftError",
     "from_rpc_error",
 ]
