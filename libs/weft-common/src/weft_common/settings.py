@@ -31,6 +31,8 @@ class CommonSettings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = False
+    # Prometheus scrape endpoint (``/metrics`` on ``host:metrics_port``); 0 = off.
+    metrics_port: int = 0
 
     env_allow: str = ""  # comma list; an entry ending in "_" or "*" is a prefix
     http_allow_private: bool | None = None  # None: true in embedded mode, false otherwise
