@@ -1,0 +1,384 @@
+"""The worker: claims executions from the state service and runs them durably.
+
+Life of one execution on a worker:
+
+1. A lease arrives, from the claim loop (``ClaimExecutions`` long poll) or from ``StartExecution``
+   (created already leased to this worker, so it runs without waiting for a poll).
+2. ``LoadExecution`` gives the DAG, the committed steps, the variables, the queued resumes and the
+   commit version; the engine replays the steps and carries on from there.
+3. Every step is committed through a ``StateExecutionStore`` under the lease. The commit that
+   pauses or ends the execution also releases the lease.
+4. The heartbeat (``RenewLeases`` every ``heartbeat_ms``) keeps the leases alive and learns which
+   executions were lost (stop at once, write nothing), asked to cancel, or got new resumes.
+
+A worker that dies simply stops renewing: after the lease expires another worker claims the
+execution and resumes it from the last commit. Nodes that were running then run again with the
+same idempotency key (at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from weft.state.v1 import state_pb2
+from weft.workflow.v1 import workflow_pb2
+from weft_common import jsonutil
+from weft_common.compiled import dag_from_proto
+from weft_common.errors import Conflict, FailedPrecondition, NotFound, WeftError
+
+from .clients import StateClient
+from .convert import step_from_proto
+from .settings import ExecutorSettings
+from .state_store import StateExecutionStore
+
+__all__ = ["Worker", "default_worker_id"]
+
+log = logging.getLogger("weft.executor.worker")
+
+_TERMINAL = frozenset(
+    {
+        workflow_pb2.EXECUTION_STATUS_SUCCEEDED,
+        workflow_pb2.EXECUTION_STATUS_FAILED,
+        workflow_pb2.EXECUTION_STATUS_CANCELLED,
+    }
+)
+
+
+class RunHandle(Protocol):
+    """What ``Engine.start`` returns (see ``engine.py``)."""
+
+    def cancel(self) -> None: ...
+
+    def resume(self, resume: Any) -> None: ...
+
+    async def result(self) -> Any: ...
+
+
+class EngineLike(Protocol):
+    def start(self, **kwargs: Any) -> RunHandle: ...
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(slots=True)
+class _Running:
+    execution_id: str
+    lease: state_pb2.Lease
+    store: StateExecutionStore | None = None
+    handle: RunHandle | None = None
+    task: asyncio.Task[None] | None = None
+    delivered: set[str] = field(default_factory=set)
+    cancel_requested: bool = False
+    lost: bool = False
+    refreshing: bool = False
+    # Resumes and cancels that arrive while the execution is still loading.
+    pending_resumes: list[Any] = field(default_factory=list)
+
+
+class Worker:
+    """Claims executions under leases and runs each one with the engine until it pauses or ends."""
+
+    def __init__(
+        self,
+        settings: ExecutorSettings,
+        state: StateClient,
+        engine: EngineLike,
+        *,
+        resume_from_proto: Any,
+        worker_id: str = "",
+    ) -> None:
+        self.settings = settings
+        self.state = state
+        self.engine = engine
+        self.worker_id = worker_id or settings.worker_id or default_worker_id()
+        self._resume_from_proto = resume_from_proto
+        self._running: dict[str, _Running] = {}
+        self._reserved = 0
+        self._capacity = asyncio.Event()
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._aux: set[asyncio.Task[Any]] = set()
+        self._last_renewed = time.monotonic()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._claim_loop(), name="weft-claim-loop"),
+            asyncio.create_task(self._heartbeat_loop(), name="weft-heartbeat"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop claiming, stop running executions locally and hand their leases back."""
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for task in [*self._tasks, *self._aux]:
+            with contextlib.suppress(BaseException):
+                await task
+        running = list(self._running.values())
+        for run in running:
+            self._abandon(run, "worker shutting down")
+        for run in running:
+            if run.task is not None:
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(asyncio.shield(run.task), timeout=5)
+
+    # -- capacity --------------------------------------------------------------------------------
+
+    def _free(self) -> int:
+        return self.settings.max_executions_per_worker - len(self._running) - self._reserved
+
+    def try_reserve(self) -> bool:
+        """Reserve room for one execution (``StartExecution`` claims its new execution at once)."""
+        if self._stopping or self._free() <= 0:
+            return False
+        self._reserved += 1
+        return True
+
+    def unreserve(self) -> None:
+        self._reserved -= 1
+        self._capacity.set()
+
+    def holds(self, execution_id: str) -> bool:
+        return execution_id in self._running
+
+    @property
+    def running_count(self) -> int:
+        return len(self._running)
+
+    # -- running executions ----------------------------------------------------------------------
+
+    def run_leased(self, lease: state_pb2.Lease, *, reserved: bool = False) -> None:
+        """Run an execution this worker now holds the lease of."""
+        if reserved:
+            self._reserved -= 1
+        if lease.execution_id in self._running:
+            # Claimed twice (e.g. a StartExecution lease and a poll racing): keep the first run.
+            return
+        run = _Running(execution_id=lease.execution_id, lease=lease)
+        self._running[lease.execution_id] = run
+        run.task = asyncio.create_task(self._run(run), name=f"weft-exec-{lease.execution_id}")
+
+    async def _run(self, run: _Running) -> None:
+        try:
+            await self._run_inner(run)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("execution %s: worker failed to run it", run.execution_id)
+        finally:
+            self._running.pop(run.execution_id, None)
+            self._capacity.set()
+
+    async def _run_inner(self, run: _Running) -> None:
+        try:
+            loaded = await self.state.load(run.lease)
+        except (NotFound, FailedPrecondition, Conflict) as exc:
+            log.info("execution %s: not loadable (%s)", run.execution_id, exc)
+            return
+        execution = loaded.execution
+        if execution.status in _TERMINAL:
+            await self._release(run)
+            return
+        store = StateExecutionStore(
+            self.state.stub,
+            lease=run.lease,
+            version=loaded.version,
+            retry_budget_s=self.settings.lease_ms / 1000,
+        )
+        run.store = store
+        if run.lost:
+            store.fence("lease lost while loading")
+            return
+        resumes = [self._resume_from_proto(r) for r in loaded.resumes]
+        run.delivered.update(r.resume_id for r in loaded.resumes)
+        handle = self.engine.start(
+            execution_id=execution.execution_id,
+            dag=dag_from_proto(loaded.dag),
+            input=jsonutil.loads(execution.input_json),
+            store=store,
+            variables=jsonutil.loads(loaded.variables_json),
+            steps=[step_from_proto(s) for s in loaded.steps],
+            resumes=resumes,
+            # A take-over continues a log that already started.
+            emit_started=execution.last_seq == 0,
+        )
+        run.handle = handle
+        for resume in run.pending_resumes:
+            if resume.resume_id not in run.delivered:
+                run.delivered.add(resume.resume_id)
+                handle.resume(resume)
+        run.pending_resumes.clear()
+        if loaded.cancel_requested or run.cancel_requested:
+            handle.cancel()
+        try:
+            outcome = await handle.result()
+        except Conflict as exc:
+            log.info("execution %s: stopped, commit refused (%s)", run.execution_id, exc)
+            outcome = None
+        if store.fenced or outcome is None:
+            if not run.lost and not self._stopping:
+                # Our lease may still be valid (an ambiguous commit): hand it back so the
+                # execution resumes from its last commit without waiting for the expiry.
+                await self._release(run)
+            return
+        status = str(getattr(outcome, "status", ""))
+        if status == "PAUSED":
+            # A resume that raced with the pause is still queued: the execution is claimable
+            # again at once, so look for it now rather than at the next poll.
+            self.wake()
+        elif status not in ("SUCCEEDED", "FAILED", "CANCELLED"):
+            await self._release(run)
+
+    def _abandon(self, run: _Running, reason: str) -> None:
+        """Stop an execution here without writing anything more (another worker may own it)."""
+        if run.store is not None:
+            run.store.fence(reason)
+        if run.handle is not None:
+            run.handle.cancel()
+        elif run.task is not None and run.store is None:
+            run.task.cancel()
+
+    async def _release(self, run: _Running) -> None:
+        try:
+            await self.state.release(run.lease)
+        except WeftError as exc:
+            log.debug("execution %s: release refused (%s)", run.execution_id, exc)
+
+    def deliver_resume(self, execution_id: str, resume: Any) -> bool:
+        """Hand a queued resume to the execution running here; False when it is not here."""
+        run = self._running.get(execution_id)
+        if run is None or run.lost:
+            return False
+        if resume.resume_id in run.delivered:
+            return True
+        if run.handle is None:
+            run.pending_resumes.append(resume)
+            return True
+        run.delivered.add(resume.resume_id)
+        run.handle.resume(resume)
+        return True
+
+    def cancel_local(self, execution_id: str) -> bool:
+        """Cancel an execution running here (the cancel request is already durable)."""
+        run = self._running.get(execution_id)
+        if run is None:
+            return False
+        if not run.cancel_requested:
+            run.cancel_requested = True
+            if run.handle is not None:
+                run.handle.cancel()
+        return True
+
+    # -- claim loop ------------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Claim now (a resume was just queued): don't wait for the current long poll to return."""
+        if self._stopping or self._free() <= 0:
+            return
+        task = asyncio.create_task(self._claim_once(wait_ms=0))
+        self._aux.add(task)
+        task.add_done_callback(self._aux.discard)
+
+    async def _claim_once(self, *, wait_ms: int) -> None:
+        free = self._free()
+        if free <= 0:
+            return
+        self._reserved += free
+        try:
+            leases = await self.state.claim(
+                worker_id=self.worker_id,
+                max_count=free,
+                lease_ms=self.settings.lease_ms,
+                wait_ms=wait_ms,
+            )
+        finally:
+            self._reserved -= free
+        for lease in leases:
+            self.run_leased(lease)
+
+    async def _claim_loop(self) -> None:
+        backoff = 0.1
+        wait_ms = max(self.settings.claim_poll_ms, 1000)
+        while not self._stopping:
+            if self._free() <= 0:
+                self._capacity.clear()
+                await self._capacity.wait()
+                continue
+            try:
+                await self._claim_once(wait_ms=wait_ms)
+                backoff = 0.1
+            except WeftError as exc:
+                log.warning("claiming executions failed: %s", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    # -- heartbeat -------------------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.settings.heartbeat_ms / 1000
+        while not self._stopping:
+            await asyncio.sleep(interval)
+            await self.heartbeat()
+
+    async def heartbeat(self) -> None:
+        """Renew every lease held here and act on what the state service reports."""
+        runs = [r for r in self._running.values() if not r.lost]
+        if not runs:
+            self._last_renewed = time.monotonic()
+            return
+        try:
+            response = await self.state.renew(
+                worker_id=self.worker_id,
+                leases=[r.lease for r in runs],
+                lease_ms=self.settings.lease_ms,
+            )
+        except WeftError as exc:
+            log.warning("renewing %d leases failed: %s", len(runs), exc)
+            if time.monotonic() - self._last_renewed > self.settings.lease_ms / 1000:
+                # Our leases have expired by now: another worker may be running these executions.
+                for run in runs:
+                    self._lose(run, "lease expired while the state service was unreachable")
+            return
+        self._last_renewed = time.monotonic()
+        for execution_id in response.lost_execution_ids:
+            run = self._running.get(execution_id)
+            if run is not None:
+                self._lose(run, "lease lost")
+        for execution_id in response.cancel_execution_ids:
+            self.cancel_local(execution_id)
+        for execution_id in response.resumed_execution_ids:
+            run = self._running.get(execution_id)
+            if run is not None and run.handle is not None and not run.refreshing:
+                task = asyncio.create_task(self._refresh_resumes(run))
+                self._aux.add(task)
+                task.add_done_callback(self._aux.discard)
+
+    def _lose(self, run: _Running, reason: str) -> None:
+        log.info("execution %s: %s, stopping it here", run.execution_id, reason)
+        run.lost = True
+        self._abandon(run, reason)
+
+    async def _refresh_resumes(self, run: _Running) -> None:
+        run.refreshing = True
+        try:
+            loaded = await self.state.load(run.lease)
+        except WeftError as exc:
+            log.info("execution %s: could not load its resumes (%s)", run.execution_id, exc)
+            return
+        finally:
+            run.refreshing = False
+        for msg in loaded.resumes:
+            self.deliver_resume(run.execution_id, self._resume_from_proto(msg))
+
