@@ -27,12 +27,6 @@ __all__ = ["Upstreams"]
 
 T = TypeVar("T")
 
-# Service names registered with gRPC health checking, by the address setting they live at.
-HEALTH_NAMES = {
-    "dagBuilder": "weft.dagbuilder.v1.DagBuilderService",
-    "executor": "weft.executor.v1.ExecutorService",
-    "state": "weft.state.v1.StateService",
-}
 
 
 def _invalid_workflow(err: WeftError) -> WeftError:
@@ -187,9 +181,8 @@ class Upstreams:
         async def one(key: str) -> tuple[str, str]:
             stub = health_pb2_grpc.HealthStub(self._channels[key])
             try:
-                resp = await stub.Check(
-                    health_pb2.HealthCheckRequest(service=HEALTH_NAMES[key]), timeout=deadline_s
-                )
+                # "": the server as a whole (GrpcServer marks it SERVING once started).
+                resp = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=deadline_s)
             except grpc.aio.AioRpcError as exc:
                 return key, exc.code().name
             return key, health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
