@@ -1,0 +1,171 @@
+"""``validate_workflow`` and ``compile_workflow``: the dag-builder's domain API.
+
+Passes, each in its own module: structure (ids, start, nesting, edges, handles), ordering
+(topological order per sibling graph, cycles, reachability), configs (per-type config, JSONata,
+templates), references (ancestors only). Compilation then wires the edges by handle and lays
+out containers (entries/exits) so the executor derives nothing at run time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from weft_common.compiled import CompiledDag, CompiledEdge, CompiledNode, HandleKind
+from weft_common.errors import InvalidArgument
+from weft_common.workflow import CONTAINER_TYPES, WorkflowDefinition
+
+from .ancestry import resolve_references
+from .configs import ConfigReference, check_node_config
+from .diagnostics import Code, Diagnostic, DiagnosticSink, diagnostics_to_json
+from .hashing import definition_hash
+from .limits import DEFAULT_LIMITS, Limits
+from .ordering import Ordering, order_graphs
+from .structure import TOP, Structure, check_structure
+
+__all__ = ["compile_workflow", "validate_workflow"]
+
+
+@dataclass(slots=True)
+class _Analysis:
+    diagnostics: list[Diagnostic]
+    structure: Structure | None = None
+    ordering: Ordering | None = None
+    reads: dict[int, tuple[int, ...]] | None = None
+
+
+def validate_workflow(defn: WorkflowDefinition, *, limits: Limits = DEFAULT_LIMITS) -> list[Diagnostic]:
+    """Every problem of the definition at once (empty when it is valid)."""
+    return _analyze(defn, limits).diagnostics
+
+
+def compile_workflow(defn: WorkflowDefinition, *, limits: Limits = DEFAULT_LIMITS) -> CompiledDag:
+    """Validate and compile; raises InvalidArgument with ``details={"diagnostics": [...]}``."""
+    analysis = _analyze(defn, limits)
+    if analysis.diagnostics:
+        first = analysis.diagnostics[0].message
+        more = len(analysis.diagnostics) - 1
+        raise InvalidArgument(
+            f"invalid workflow {defn.id!r}: {first}" + (f" (and {more} more problems)" if more else ""),
+            details={"diagnostics": diagnostics_to_json(analysis.diagnostics)},
+        )
+    assert analysis.structure is not None and analysis.ordering is not None and analysis.reads is not None
+    return _build(defn, analysis.structure, analysis.ordering, analysis.reads)
+
+
+def _analyze(defn: WorkflowDefinition, limits: Limits) -> _Analysis:
+    sink = DiagnosticSink(limits.max_diagnostics)
+    if len(defn.nodes) > limits.max_nodes:
+        sink.add(Code.WORKFLOW_TOO_LARGE,
+                 f"the workflow has {len(defn.nodes)} nodes (limit {limits.max_nodes})", field="nodes")
+    if len(defn.edges) > limits.max_edges:
+        sink.add(Code.WORKFLOW_TOO_LARGE,
+                 f"the workflow has {len(defn.edges)} edges (limit {limits.max_edges})", field="edges")
+    if sink:
+        return _Analysis(sink.result())
+
+    structure = check_structure(defn, sink, limits)
+    ordering = order_graphs(defn, structure, sink)
+    refs: dict[int, list[ConfigReference]] = {}
+    for i, node in enumerate(defn.nodes):
+        if node.type == "start" or node.type not in _CHECKED_TYPES:
+            continue
+        found = check_node_config(node, sink, limits)
+        if found and structure.index.get(node.id) == i:
+            refs[i] = found
+    reads = resolve_references(defn, structure, ordering, refs, sink)
+    _check_policies(defn, sink)
+    return _Analysis(sink.result(), structure, ordering, reads)
+
+
+_CHECKED_TYPES = frozenset(
+    {"transform", "condition", "router", "http", "llm", "wait", "approval", "setVariable",
+     "subworkflow", "output", "fail", "loop", "parallel"}
+)
+
+
+def _check_policies(defn: WorkflowDefinition, sink: DiagnosticSink) -> None:
+    for node in defn.nodes:
+        r = node.retry
+        problems = []
+        if r.max_attempts < 1:
+            problems.append(("retry.maxAttempts", f"must be >= 1, got {r.max_attempts}"))
+        if r.initial_interval_ms < 0:
+            problems.append(("retry.initialIntervalMs", f"must be >= 0, got {r.initial_interval_ms}"))
+        if not r.backoff_coefficient >= 1.0:
+            problems.append(("retry.backoffCoefficient", f"must be >= 1.0, got {r.backoff_coefficient}"))
+        if r.max_interval_ms < 0:
+            problems.append(("retry.maxIntervalMs", f"must be >= 0, got {r.max_interval_ms}"))
+        for field, why in problems:
+            sink.add(Code.INVALID_RETRY, f"node {node.id!r}: {field}: {why}", node_id=node.id, field=field)
+        if node.timeout_ms < 0:
+            sink.add(Code.INVALID_TIMEOUT, f"node {node.id!r}: timeoutMs must be >= 0, got {node.timeout_ms}",
+                     node_id=node.id, field="timeoutMs")
+
+
+def _build(
+    defn: WorkflowDefinition, s: Structure, o: Ordering, reads: dict[int, tuple[int, ...]]
+) -> CompiledDag:
+    nodes = defn.nodes
+    n = len(nodes)
+    incoming: list[list[int]] = [[] for _ in range(n)]
+    outgoing: list[list[int]] = [[] for _ in range(n)]
+    edges: list[CompiledEdge] = []
+    for j, edge in enumerate(defn.edges):
+        src, tgt = s.index[edge.source], s.index[edge.target]
+        handle = s.edge_handles[j]
+        kind, value = handle if handle is not None else (HandleKind.OUT, "")
+        edges.append(CompiledEdge(index=j, source=edge.source, target=edge.target,
+                                  handle_kind=kind, handle_value=value, id=s.edge_ids[j]))
+        outgoing[src].append(j)
+        incoming[tgt].append(j)
+
+    readers: list[list[int]] = [[] for _ in range(n)]
+    topo_index = [0] * n
+    for pos, i in enumerate(o.global_order):
+        topo_index[i] = pos
+    for v in o.global_order:  # readers come out in topological order
+        for u in reads.get(v, ()):
+            readers[u].append(v)
+
+    ids = [node.id for node in nodes]
+    compiled: dict[str, CompiledNode] = {}
+    for i in o.global_order:
+        node = nodes[i]
+        children: tuple[str, ...] = ()
+        entries: tuple[str, ...] = ()
+        exits: tuple[str, ...] = ()
+        if node.type in CONTAINER_TYPES:
+            kids = o.group_order.get(i, [])
+            children = tuple(ids[k] for k in kids)
+            entries = tuple(ids[k] for k in kids if not o.preds[k])
+            exits = tuple(ids[k] for k in kids if not o.succs[k])
+        p = s.parent[i]
+        compiled[node.id] = CompiledNode(
+            id=node.id,
+            type=node.type,
+            config=dict(node.config),
+            name=node.name,
+            parent="" if p == TOP else ids[p],
+            retry=node.retry,
+            timeout_ms=node.timeout_ms,
+            incoming=tuple(incoming[i]),
+            outgoing=tuple(outgoing[i]),
+            depth=s.depth[i],
+            topo_index=topo_index[i],
+            readers=tuple(ids[k] for k in readers[i]),
+            references=tuple(ids[k] for k in reads.get(i, ())),
+            children=children,
+            entries=entries,
+            exits=exits,
+        )
+    return CompiledDag(
+        workflow_id=defn.id,
+        start_node=ids[s.start],
+        nodes=compiled,
+        edges=tuple(edges),
+        top_level=tuple(ids[k] for k in o.group_order.get(TOP, [])),
+        input_schema=defn.input_schema,
+        variables=defn.variables,
+        output_nodes=tuple(ids[k] for k in o.global_order if nodes[k].type == "output"),
+        definition_hash=definition_hash(defn),
+    )
