@@ -72,7 +72,7 @@ def provider_message(body: bytes, secret: str) -> str:
         elif isinstance(obj.get("message"), str):
             text = obj["message"]
     if not text:
-        text = body[:_MAX_QUOTED].decode("utf-8", errors="replace").strip()
+        text = body[: 4 * _MAX_QUOTED].decode("utf-8", errors="replace").strip()
     text = redact(text, secret)
     return text if len(text) <= _MAX_QUOTED else text[:_MAX_QUOTED] + "…"
 
