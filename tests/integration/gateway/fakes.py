@@ -12,9 +12,9 @@ import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
-import grpc
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -69,6 +69,9 @@ class FakeExecution:
     resumed: asyncio.Event = field(default_factory=asyncio.Event)
     resume_input: Any = None
     task: asyncio.Task[None] | None = None
+
+    def has_events_after(self, seq: int) -> bool:
+        return len(self.events) > seq
 
 
 class FakeWorld:
@@ -228,7 +231,7 @@ class FakeState(state_pb2_grpc.StateServiceServicer):
             seq = request.after_seq
             while True:
                 async with ex.changed:
-                    await ex.changed.wait_for(lambda: len(ex.events) > seq)
+                    await ex.changed.wait_for(partial(ex.has_events_after, seq))
                     batch = ex.events[seq:]
                 for ev in batch:
                     yield state_pb2.StreamEventsResponse(event=ev)
