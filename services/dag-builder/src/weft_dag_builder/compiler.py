@@ -22,7 +22,7 @@ from .limits import DEFAULT_LIMITS, Limits
 from .ordering import Ordering, order_graphs
 from .structure import TOP, Structure, check_structure
 
-__all__ = ["compile_workflow", "validate_workflow"]
+__all__ = ["analyze_and_compile", "compile_workflow", "validate_workflow"]
 
 
 @dataclass(slots=True)
@@ -40,16 +40,26 @@ def validate_workflow(defn: WorkflowDefinition, *, limits: Limits = DEFAULT_LIMI
 
 def compile_workflow(defn: WorkflowDefinition, *, limits: Limits = DEFAULT_LIMITS) -> CompiledDag:
     """Validate and compile; raises InvalidArgument with ``details={"diagnostics": [...]}``."""
-    analysis = _analyze(defn, limits)
-    if analysis.diagnostics:
-        first = analysis.diagnostics[0].message
-        more = len(analysis.diagnostics) - 1
+    dag, diagnostics = analyze_and_compile(defn, limits=limits)
+    if dag is None:
+        first = diagnostics[0].message
+        more = len(diagnostics) - 1
         raise InvalidArgument(
             f"invalid workflow {defn.id!r}: {first}" + (f" (and {more} more problems)" if more else ""),
-            details={"diagnostics": diagnostics_to_json(analysis.diagnostics)},
+            details={"diagnostics": diagnostics_to_json(diagnostics)},
         )
+    return dag
+
+
+def analyze_and_compile(
+    defn: WorkflowDefinition, *, limits: Limits = DEFAULT_LIMITS
+) -> tuple[CompiledDag | None, list[Diagnostic]]:
+    """The compiled DAG and no diagnostics, or None and every problem (no exception)."""
+    analysis = _analyze(defn, limits)
+    if analysis.diagnostics:
+        return None, analysis.diagnostics
     assert analysis.structure is not None and analysis.ordering is not None and analysis.reads is not None
-    return _build(defn, analysis.structure, analysis.ordering, analysis.reads)
+    return _build(defn, analysis.structure, analysis.ordering, analysis.reads), []
 
 
 def _analyze(defn: WorkflowDefinition, limits: Limits) -> _Analysis:
