@@ -102,8 +102,11 @@ class GrpcServer:
     ) -> None:
         self.settings = settings
         self.service_names = list(service_names)
+        from .telemetry_grpc import TracingServerInterceptor  # here: it imports this module
+
+        # Tracing outermost, so its span sees the status the error mapping produced.
         self.server = grpc.aio.server(
-            interceptors=[*interceptors, ErrorMappingInterceptor()],
+            interceptors=[TracingServerInterceptor(), *interceptors, ErrorMappingInterceptor()],
             options=channel_options(settings),
         )
         register(self.server)

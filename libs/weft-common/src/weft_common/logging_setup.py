@@ -1,22 +1,100 @@
-"""One logging setup for every service: plain text for people, JSON lines for machines."""
+"""One logging setup for every service: plain text for people, JSON lines for machines.
+
+Every record is stamped with the ids that let an operator join logs to traces and executions:
+the current OpenTelemetry ``trace_id``/``span_id`` (when a span is recording) and the
+``execution_id``/``node_id`` the engine put in context (``log_context`` or the telemetry span
+helpers, which set them for the span's duration). ``WEFT_LOG_JSON=true`` turns JSON on.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
+from contextvars import ContextVar, Token
+from types import TracebackType
+from typing import Any
 
-__all__ = ["setup_logging"]
+import orjson
+from opentelemetry import trace
+
+__all__ = [
+    "ContextFilter",
+    "JsonFormatter",
+    "execution_id_var",
+    "log_context",
+    "node_id_var",
+    "setup_logging",
+]
+
+execution_id_var: ContextVar[str | None] = ContextVar("weft_execution_id", default=None)
+node_id_var: ContextVar[str | None] = ContextVar("weft_node_id", default=None)
+
+
+class log_context:  # lower case: used like a function, ``with log_context(execution_id=...)``
+    """Puts an execution id and/or node id in context for every log record inside the block."""
+
+    __slots__ = ("_exec", "_exec_token", "_node", "_node_token")
+
+    def __init__(self, execution_id: str | None = None, node_id: str | None = None) -> None:
+        self._exec = execution_id
+        self._node = node_id
+        self._exec_token: Token[str | None] | None = None
+        self._node_token: Token[str | None] | None = None
+
+    def __enter__(self) -> log_context:
+        if self._exec is not None:
+            self._exec_token = execution_id_var.set(self._exec)
+        if self._node is not None:
+            self._node_token = node_id_var.set(self._node)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._node_token is not None:
+            node_id_var.reset(self._node_token)
+        if self._exec_token is not None:
+            execution_id_var.reset(self._exec_token)
+
+
+class ContextFilter(logging.Filter):
+    """Copies trace/span ids and execution/node ids from the caller's context onto the record.
+
+    Runs in the thread and task that logged, so the ids are the caller's even when the record
+    is formatted elsewhere. Ids passed explicitly (``extra={"node_id": ...}``) win.
+    """
+
+    def __init__(self, service: str = "") -> None:
+        super().__init__()
+        self.service = service
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ctx = trace.get_current_span().get_span_context()
+        if ctx.is_valid:
+            if not getattr(record, "trace_id", None):
+                record.trace_id = format(ctx.trace_id, "032x")
+            if not getattr(record, "span_id", None):
+                record.span_id = format(ctx.span_id, "016x")
+        if not getattr(record, "execution_id", None):
+            record.execution_id = execution_id_var.get()
+        if not getattr(record, "node_id", None):
+            record.node_id = node_id_var.get()
+        if self.service and not getattr(record, "service", None):
+            record.service = self.service
+        return True
 
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, with the extra ids (execution, node, trace) a record carries."""
 
-    EXTRA_KEYS = ("execution_id", "node_id", "trace_id", "span_id", "service")
+    EXTRA_KEYS = ("service", "execution_id", "node_id", "trace_id", "span_id")
 
     def format(self, record: logging.LogRecord) -> str:
-        out = {
+        out: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
@@ -29,15 +107,30 @@ class JsonFormatter(logging.Formatter):
                 out[key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, separators=(",", ":"))
+        return orjson.dumps(out, default=str).decode()
 
 
-def setup_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
+class TextFormatter(logging.Formatter):
+    """The human format, with the execution/node/trace ids appended when a record has them."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        ids = [
+            f"{key}={value}"
+            for key in ("execution_id", "node_id", "trace_id")
+            if (value := getattr(record, key, None))
+        ]
+        return f"{line} [{' '.join(ids)}]" if ids else line
+
+
+def setup_logging(level: str = "INFO", *, json_lines: bool = False, service: str = "") -> None:
+    """Replace the root handlers with one stderr handler (JSON lines or text), ids included."""
     handler = logging.StreamHandler(sys.stderr)
-    if json_lines:
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
+    handler.addFilter(ContextFilter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -1,0 +1,323 @@
+"""OpenTelemetry for every service: ``setup_telemetry(service_name, settings)`` in ``__main__``.
+
+What gets installed, from the standard ``OTEL_*`` variables and ``WEFT_METRICS_PORT``:
+
+- ``OTEL_SDK_DISABLED=true``: nothing (every helper stays a flag check).
+- Traces: OTLP/gRPC when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._TRACES_ENDPOINT``) is set;
+  ``OTEL_TRACES_EXPORTER`` (``otlp``, ``console``, ``none``, comma list) overrides. Sampler from
+  ``OTEL_TRACES_SAMPLER``/``_ARG`` (default parent-based always-on), batching from ``OTEL_BSP_*``.
+- Metrics: OTLP/gRPC likewise (``OTEL_METRICS_EXPORTER``, ``OTEL_METRIC_EXPORT_INTERVAL``), plus a
+  Prometheus scrape endpoint on ``settings.host:settings.metrics_port`` when the port is not 0.
+- Resource: ``service.name`` = ``OTEL_SERVICE_NAME`` or the name given here, ``service.namespace``
+  = ``weft``, and ``OTEL_RESOURCE_ATTRIBUTES``.
+
+With no exporter for a signal its provider is not installed: the API's no-op objects answer and
+the Weft helpers skip span work entirely. The OpenTelemetry globals can be set once per process,
+so the first call wins (``weft up`` runs the four services in one process under one resource).
+
+Tests call ``telemetry_for_tests()`` instead: in-memory span exporter and metric reader.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import metrics as otel_metrics
+from opentelemetry import trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricReader
+from opentelemetry.sdk.resources import OTELResourceDetector, Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from ._telemetry_state import flags
+from .settings import CommonSettings
+from .telemetry_spans import (
+    current_traceparent,
+    execution_span,
+    format_scope,
+    link_from_str,
+    node_span,
+    record_llm_usage,
+    record_node_status,
+    span_context_to_str,
+)
+
+__all__ = [
+    "Telemetry",
+    "TestTelemetry",
+    "current_traceparent",
+    "execution_span",
+    "format_scope",
+    "link_from_str",
+    "node_span",
+    "record_llm_usage",
+    "record_node_status",
+    "setup_telemetry",
+    "span_context_to_str",
+    "telemetry_for_tests",
+    "tracing_enabled",
+]
+
+log = logging.getLogger("weft.telemetry")
+
+
+@dataclass
+class Telemetry:
+    """What ``setup_telemetry`` installed in this process."""
+
+    service_name: str
+    tracing: bool = False
+    metrics: bool = False
+    metrics_port: int = 0  # the bound Prometheus port, 0 when off
+    _tracer_provider: TracerProvider | None = None
+    _meter_provider: MeterProvider | None = None
+    _prometheus: Any = None
+    _stopped: bool = field(default=False, repr=False)
+
+    def shutdown(self) -> None:
+        """Flush and stop exporters (call on SIGTERM after the servers stopped)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._tracer_provider is not None:
+            self._tracer_provider.shutdown()
+        if self._meter_provider is not None:
+            self._meter_provider.shutdown()
+        if self._prometheus is not None:
+            self._prometheus.shutdown()
+            self._prometheus.server_close()
+
+
+_installed: Telemetry | None = None
+
+
+def tracing_enabled() -> bool:
+    return flags.tracing
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _exporter_names(env: Mapping[str, str], signal: str) -> list[str]:
+    """``OTEL_<SIGNAL>_EXPORTER`` if set, else ``otlp`` when an OTLP endpoint is configured."""
+    explicit = env.get(f"OTEL_{signal}_EXPORTER")
+    if explicit is not None:
+        names = [n.strip().lower() for n in explicit.split(",") if n.strip()]
+        return [n for n in names if n != "none"]
+    if env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT"):
+        return ["otlp"]
+    return []
+
+
+def _check_protocol(env: Mapping[str, str]) -> None:
+    protocol = env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    if protocol != "grpc":
+        log.warning(
+            "OTEL_EXPORTER_OTLP_PROTOCOL=%s is not supported; Weft exports OTLP over gRPC "
+            "(point OTEL_EXPORTER_OTLP_ENDPOINT at the collector's gRPC port, usually 4317)",
+            protocol,
+        )
+
+
+def build_resource(service_name: str) -> Resource:
+    """``service.name`` from ``OTEL_SERVICE_NAME`` / ``OTEL_RESOURCE_ATTRIBUTES`` when given,
+    else ``service_name``; the environment always wins over the code."""
+    ours = Resource.create({"service.name": service_name, "service.namespace": "weft"})
+    return ours.merge(OTELResourceDetector().detect())
+
+
+def setup_telemetry(
+    service_name: str,
+    settings: CommonSettings,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> Telemetry:
+    """Install tracing and metrics for this process (idempotent: later calls return the first)."""
+    global _installed
+    if _installed is not None:
+        return _installed
+    env = os.environ if environ is None else environ
+    telemetry = Telemetry(service_name=service_name)
+    _installed = telemetry
+    if _truthy(env.get("OTEL_SDK_DISABLED")):
+        log.info("OpenTelemetry disabled (OTEL_SDK_DISABLED)")
+        return telemetry
+    resource = build_resource(service_name)
+
+    span_exporters = _exporter_names(env, "TRACES")
+    if span_exporters:
+        _check_protocol(env)
+        provider = TracerProvider(resource=resource)
+        for name in span_exporters:
+            processor = _span_processor(name)
+            if processor is not None:
+                provider.add_span_processor(processor)
+        trace.set_tracer_provider(provider)
+        telemetry._tracer_provider = provider
+        telemetry.tracing = flags.tracing = True
+        instrument_libraries()
+
+    readers: list[MetricReader] = []
+    for name in _exporter_names(env, "METRICS"):
+        reader = _metric_reader(name)
+        if reader is not None:
+            readers.append(reader)
+    if settings.metrics_port:
+        prometheus_reader, server, port = _start_prometheus(settings.host, settings.metrics_port)
+        readers.append(prometheus_reader)
+        telemetry._prometheus = server
+        telemetry.metrics_port = port
+    if readers:
+        meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+        otel_metrics.set_meter_provider(meter_provider)
+        telemetry._meter_provider = meter_provider
+        telemetry.metrics = flags.metrics = True
+
+    log.info(
+        "telemetry for %s: traces=%s metrics=%s prometheus_port=%s",
+        resource.attributes.get("service.name"),
+        ",".join(span_exporters) or "off",
+        "on" if readers else "off",
+        telemetry.metrics_port or "off",
+    )
+    return telemetry
+
+
+def instrument_libraries() -> None:
+    """Trace the libraries the services use, for every client/engine created from now on:
+    httpx (outbound ``traceparent``), SQLAlchemy (a span per statement) and redis."""
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+    from .telemetry_http import instrument_httpx_globally
+
+    instrument_httpx_globally()
+    for instrumentor in (SQLAlchemyInstrumentor(), RedisInstrumentor()):
+        if not instrumentor.is_instrumented_by_opentelemetry:
+            try:
+                # SQLAlchemy 2.1 is newer than the instrumentation's declared range; its engine
+                # events are unchanged, and tests check that statements are traced.
+                instrumentor.instrument(skip_dep_check=True)
+            except Exception:  # a library missing from this image: nothing to trace there
+                log.debug("could not instrument %s", type(instrumentor).__name__, exc_info=True)
+
+
+def _span_processor(name: str) -> Any:
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+    if name == "otlp":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return BatchSpanProcessor(OTLPSpanExporter())
+    if name == "console":
+        return SimpleSpanProcessor(ConsoleSpanExporter())
+    log.warning("unknown OTEL_TRACES_EXPORTER %r ignored (supported: otlp, console, none)", name)
+    return None
+
+
+def _metric_reader(name: str) -> MetricReader | None:
+    from opentelemetry.sdk.metrics.export import (
+        ConsoleMetricExporter,
+        PeriodicExportingMetricReader,
+    )
+
+    if name == "otlp":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        return PeriodicExportingMetricReader(OTLPMetricExporter())
+    if name == "console":
+        return PeriodicExportingMetricReader(ConsoleMetricExporter())
+    if name == "prometheus":
+        return None  # served on WEFT_METRICS_PORT
+    log.warning("unknown OTEL_METRICS_EXPORTER %r ignored (supported: otlp, console, none)", name)
+    return None
+
+
+def _start_prometheus(host: str, port: int) -> tuple[MetricReader, Any, int]:
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry()
+    reader = PrometheusMetricReader(registry=registry)
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    bound = server.server_address[1]
+    log.info("Prometheus metrics on http://%s:%d/metrics", host, bound)
+    return reader, server, int(bound)
+
+
+# --------------------------------------------------------------------------- test hook
+
+
+@dataclass
+class TestTelemetry:
+    """In-memory exporters shared by every test of the process (the globals are set once)."""
+
+    __test__ = False  # not a pytest class
+
+    exporter: InMemorySpanExporter
+    reader: InMemoryMetricReader
+    provider: TracerProvider
+
+    def spans(self) -> list[ReadableSpan]:
+        self.provider.force_flush()
+        return list(self.exporter.get_finished_spans())
+
+    def clear(self) -> None:
+        self.exporter.clear()
+
+    def stop(self) -> None:
+        """Turn the Weft helpers and interceptors off again and drop the recorded spans (the
+        SDK providers stay: OpenTelemetry cannot uninstall them)."""
+        flags.tracing = flags.metrics = False
+        self.exporter.clear()
+
+    def metric_points(self) -> dict[tuple[str, frozenset[tuple[str, Any]]], Any]:
+        """Cumulative values by (metric name, attributes): a sum, or a histogram's count."""
+        out: dict[tuple[str, frozenset[tuple[str, Any]]], Any] = {}
+        data = self.reader.get_metrics_data()
+        if data is None:
+            return out
+        for rm in data.resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    for point in metric.data.data_points:
+                        key = (metric.name, frozenset((point.attributes or {}).items()))
+                        value = getattr(point, "value", None)
+                        out[key] = value if value is not None else getattr(point, "count", 0)
+        return out
+
+    def metric_value(self, name: str, **attributes: Any) -> Any:
+        """The current cumulative value of one series (0 when it has not been recorded)."""
+        return self.metric_points().get((name, frozenset(attributes.items())), 0)
+
+
+_test_telemetry: TestTelemetry | None = None
+
+
+def telemetry_for_tests(service_name: str = "weft-test") -> TestTelemetry:
+    """Install (once per process) SDK providers with in-memory exporters; clears old spans.
+
+    Call it before the services start; ``setup_telemetry`` afterwards keeps these providers.
+    """
+    global _test_telemetry, _installed
+    if _test_telemetry is None:
+        resource = build_resource(service_name)
+        provider = TracerProvider(resource=resource)
+        exporter = InMemorySpanExporter()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        reader = InMemoryMetricReader()
+        otel_metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=[reader]))
+        _test_telemetry = TestTelemetry(exporter=exporter, reader=reader, provider=provider)
+        _installed = Telemetry(service_name=service_name, tracing=True, metrics=True)
+        instrument_libraries()
+    flags.tracing = flags.metrics = True
+    _test_telemetry.clear()
+    return _test_telemetry

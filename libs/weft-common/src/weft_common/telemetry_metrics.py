@@ -1,0 +1,82 @@
+"""Every Weft metric, defined once, through the OpenTelemetry metrics API.
+
+Services call the instruments directly::
+
+    from weft_common.telemetry_metrics import metrics
+    metrics.executions_finished.add(1, {"status": "SUCCEEDED"})
+
+Until ``setup_telemetry`` installs a MeterProvider the instruments are the API's no-op proxies
+(a method call and nothing else); afterwards they report to OTLP and/or the Prometheus port.
+Attributes stay low-cardinality (status, node type, model): never execution or node ids.
+Prometheus names: dots become underscores, units become suffixes (``weft_node_duration_seconds``).
+"""
+
+from __future__ import annotations
+
+from opentelemetry import metrics as otel_metrics
+
+__all__ = ["SECONDS_BUCKETS", "WeftMetrics", "metrics"]
+
+# Node runs, commits and fan-out lag span sub-millisecond to minutes.
+SECONDS_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 300.0,
+)  # fmt: skip
+
+
+class WeftMetrics:
+    """The instruments. Attribute keys each one expects are in its description."""
+
+    def __init__(self, meter: otel_metrics.Meter) -> None:
+        self.executions_started = meter.create_counter(
+            "weft.executions.started",
+            unit="{execution}",
+            description="Executions started (first runs, not resumes).",
+        )
+        self.executions_finished = meter.create_counter(
+            "weft.executions.finished",
+            unit="{execution}",
+            description="Executions that reached a terminal status; attribute: status.",
+        )
+        self.node_duration = meter.create_histogram(
+            "weft.node.duration",
+            unit="s",
+            description="Duration of one node attempt; attributes: node_type, status.",
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+        )
+        self.ready_queue_depth = meter.create_up_down_counter(
+            "weft.ready_queue.depth",
+            unit="{node}",
+            description="Nodes ready to run but not started yet (add +n when queued, -n when taken).",
+        )
+        self.commit_duration = meter.create_histogram(
+            "weft.commit.duration",
+            unit="s",
+            description="Latency of one step commit; attributes: side (executor|state), outcome.",
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+        )
+        self.event_fanout_lag = meter.create_histogram(
+            "weft.events.fanout_lag",
+            unit="s",
+            description="Time from an event's commit to its delivery to a stream subscriber.",
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+        )
+        self.sse_active_streams = meter.create_up_down_counter(
+            "weft.sse.active_streams",
+            unit="{stream}",
+            description="Open SSE streams at the gateway (+1 on open, -1 on close).",
+        )
+        self.llm_tokens = meter.create_counter(
+            "weft.llm.tokens",
+            unit="{token}",
+            description="LLM tokens; attributes: model, direction (input|output).",
+        )
+        self.rpc_server_duration = meter.create_histogram(
+            "rpc.server.duration",
+            unit="s",
+            description="gRPC server call duration; attributes: rpc.service, rpc.method, rpc.grpc.status_code.",
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+        )
+
+
+metrics = WeftMetrics(otel_metrics.get_meter("weft"))
