@@ -1,1 +1,16 @@
 """Node handlers by type; importing this package registers the built-in ones."""
+
+from __future__ import annotations
+
+from . import branching, pausing, simple, start, transform  # noqa: F401  (registration)
+from .base import HANDLERS, NodeContext, NodeFailure, NodeHandler, NodeResult, Pause, register
+
+__all__ = [
+    "HANDLERS",
+    "NodeContext",
+    "NodeFailure",
+    "NodeHandler",
+    "NodeResult",
+    "Pause",
+    "register",
+]

@@ -1,0 +1,102 @@
+"""``condition`` and ``router``: pick which outgoing handle fires.
+
+``condition`` evaluates its branches' ``when`` expressions in order and fires the first true one;
+a branch without ``when`` is the else branch, taken only when no other branch is true. With no
+true branch and no else, no condition handle fires and all its edges die.
+
+``router`` evaluates ``select`` to a route id and fires ``route:<id>``; an id not among
+``routes`` fails the node with ``ROUTE_UNKNOWN``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from .. import expressions
+from ._config import config_of, require
+from .base import NodeContext, NodeFailure, NodeResult, register
+
+__all__ = ["ConditionHandler", "RouterHandler"]
+
+
+def _ids(items: Any, ctx: NodeContext, field: str) -> list[dict[str, Any]]:
+    if not isinstance(items, list) or not items:
+        raise NodeFailure(
+            f"{ctx.node.type} node {ctx.node.id!r}: config.{field} must be a non-empty list",
+            code="CONFIG_INVALID",
+            retryable=False,
+        )
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
+            raise NodeFailure(
+                f"{ctx.node.type} node {ctx.node.id!r}: config.{field}[{i}] needs an id",
+                code="CONFIG_INVALID",
+                retryable=False,
+            )
+        out.append(item)
+    return out
+
+
+class ConditionHandler:
+    type: ClassVar[str] = "condition"
+
+    async def execute(self, ctx: NodeContext) -> NodeResult:
+        branches = _ids(config_of(ctx).get("branches"), ctx, "branches")
+        fallback: str | None = None
+        for branch in branches:
+            when = branch.get("when")
+            if when is None or when == "":
+                if fallback is None:
+                    fallback = branch["id"]
+                continue
+            value = ctx.resolver.evaluate(when) if isinstance(when, str) else when
+            if expressions.is_truthy(value):
+                return _taken(branch["id"])
+        if fallback is not None:
+            return _taken(fallback)
+        return NodeResult(output={"branch": None}, handles=())
+
+
+def _taken(branch_id: str) -> NodeResult:
+    return NodeResult(output={"branch": branch_id}, handles=(f"condition:{branch_id}",))
+
+
+class RouterHandler:
+    type: ClassVar[str] = "router"
+
+    async def execute(self, ctx: NodeContext) -> NodeResult:
+        config = config_of(ctx)
+        if config.get("mode", "expression") not in ("expression", "select", None):
+            raise NodeFailure(
+                f"router node {ctx.node.id!r}: mode {config.get('mode')!r} is not available "
+                "in this executor",
+                code="CONFIG_INVALID",
+                retryable=False,
+            )
+        routes = _ids(config.get("routes"), ctx, "routes")
+        selected = ctx.resolver.evaluate(require(ctx, "select"))
+        known = [r["id"] for r in routes]
+        # Numbers are accepted for ids like "1"; booleans and objects are not route ids.
+        route = (
+            selected
+            if isinstance(selected, str)
+            else (
+                str(selected)
+                if isinstance(selected, int) and not isinstance(selected, bool)
+                else None
+            )
+        )
+        if route is None or route not in known:
+            raise NodeFailure(
+                f"router node {ctx.node.id!r}: select gave {selected!r}, not one of the routes "
+                f"{known}",
+                code="ROUTE_UNKNOWN",
+                details={"selected": selected, "routes": known},
+                retryable=False,
+            )
+        return NodeResult(output={"route": route}, handles=(f"route:{route}",))
+
+
+register(ConditionHandler())
+register(RouterHandler())
