@@ -45,6 +45,8 @@ def trace_httpx_client(client: ClientT) -> ClientT:
         return client
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
+    if HTTPXClientInstrumentor().is_instrumented_by_opentelemetry:
+        return client  # every transport is traced already (setup_telemetry did it)
     HTTPXClientInstrumentor.instrument_client(client)
     return client
 
