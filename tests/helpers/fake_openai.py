@@ -57,6 +57,8 @@ class Reply:
     flush_every: int = 1
     # Non-stream: send this exact body (e.g. malformed JSON) instead of a completion.
     raw_body: bytes | None = None
+    # Stream: append "@<time.time_ns() at send>;" to each chunk (latency benchmarks).
+    stamp: bool = False
 
 
 @dataclass(slots=True)
@@ -282,6 +284,8 @@ class FakeOpenAI:
                     return await self._stall(rec, reader, writer)
                 if reply.drop_after is not None and i == reply.drop_after:
                     return await self._drop(writer)
+                if reply.stamp:
+                    text = f"{text}@{time.time_ns()};"
                 writer.write(event({**base, "choices": [
                     {"index": 0, "delta": {"content": text}, "finish_reason": None}]}))
                 if (i + 1) % reply.flush_every == 0:

@@ -198,7 +198,12 @@ class _Checker:
                                    "only one branch may omit 'when' (the else branch)")
         elif kind == "router":
             self.id_list("routes", "routes {id, description?}")
-            self.expression("config.select", cfg.get("select"))
+            if cfg.get("mode") == "llm":  # a model picks the route (executor: llm/route_select)
+                self.string("model", required=True, what="a model name (string or template)")
+                if cfg.get("messages") is None and cfg.get("prompt") is None:
+                    self.missing("messages", "'messages' (a list) or 'prompt' (a string)")
+            else:
+                self.expression("config.select", cfg.get("select"))
         elif kind == "http":
             self.string("url", required=True, what="a URL (string or template)")
             method = self.string("method", required=True, what="an HTTP method")

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from .. import expressions
+from ..llm.route_select import choose_route
 from ._config import config_of, require
 from .base import NodeContext, NodeFailure, NodeResult, register
 
@@ -67,6 +68,8 @@ class RouterHandler:
 
     async def execute(self, ctx: NodeContext) -> NodeResult:
         config = config_of(ctx)
+        if config.get("mode") == "llm":  # the model picks the route: weft_executor.llm
+            return await _route_by_llm(ctx)
         if config.get("mode", "expression") not in ("expression", "select", None):
             raise NodeFailure(
                 f"router node {ctx.node.id!r}: mode {config.get('mode')!r} is not available "
@@ -96,6 +99,12 @@ class RouterHandler:
                 retryable=False,
             )
         return NodeResult(output={"route": route}, handles=(f"route:{route}",))
+
+
+async def _route_by_llm(ctx: NodeContext) -> NodeResult:
+    choice = await choose_route(ctx)
+    return NodeResult(output={"route": choice.route}, handles=(f"route:{choice.route}",),
+                      token_usage=choice.usage.to_json(), input=choice.input)
 
 
 register(ConditionHandler())

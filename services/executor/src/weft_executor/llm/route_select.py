@@ -37,6 +37,7 @@ class RouteChoice:
     usage: Usage
     model: str
     answer: str
+    input: dict[str, Any]  # the request without the API key (for the node log)
 
 
 def _routes(node_id: str, cfg: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -113,7 +114,8 @@ async def choose_route(ctx: NodeContext, config: Mapping[str, Any] | None = None
     result = await chat(http_client_for(ctx.services), req, node_id=node_id)
     route = parse_route_answer(node_id, result.content, [rid for rid, _ in routes])
     usage = result.usage or await estimate_usage(req.messages, result.content)
-    return RouteChoice(route=route, usage=usage, model=result.model, answer=result.content)
+    return RouteChoice(route=route, usage=usage, model=result.model, answer=result.content,
+                       input=req.public_input())
 
 
 async def select_route_with_llm(ctx: NodeContext, config: Mapping[str, Any] | None = None) -> str:
