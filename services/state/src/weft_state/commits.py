@@ -1,0 +1,330 @@
+"""CommitStep: one transaction per completed step.
+
+The execution row is updated first — ``UPDATE ... WHERE version = expected AND lease_token =
+token RETURNING last_seq`` — which both checks optimistic concurrency and takes the row lock, so
+concurrent writers of one execution serialise on it and a stale one matches no row (ABORTED,
+nothing written). The returned ``last_seq`` reserves this commit's event seqs. Then the steps,
+node logs and events are inserted in bulk; the pause table is touched only when the commit parks
+nodes, applies resumes, or completes a step while pauses are open. Every write is O(size of the
+step). Events are published to the bus after the transaction commits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import and_, case, func, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from weft_common import jsonutil
+from weft_common.errors import Conflict, NotFound
+
+from .clock import utcnow
+from .domain import (
+    TERMINAL_STATUSES,
+    CommitRequest,
+    CommitResult,
+    ExecutionStatus,
+    PausedNode,
+    scope_key,
+    scope_to_json,
+)
+from .eventlog import append_events
+from .store import (
+    NL,
+    PAUSE_APPLIED,
+    PAUSE_CANCELLED,
+    PAUSE_CLAIMED,
+    PAUSE_OPEN,
+    ST,
+    E,
+    P,
+    StateStore,
+)
+
+__all__ = ["commit_step"]
+
+
+def _json_or_empty(value: Any) -> str:
+    return "" if value is None else jsonutil.dumps(value)
+
+
+async def commit_step(store: StateStore, req: CommitRequest) -> CommitResult:
+    execution_id = req.lease.execution_id
+    control = req.control
+    now = utcnow()
+    values: dict[str, Any] = {
+        "version": E.c.version + 1,
+        "updated_at": now,
+        "started_at": func.coalesce(E.c.started_at, now),
+    }
+    if req.events:
+        values["last_seq"] = E.c.last_seq + len(req.events)
+    if req.steps:
+        values["step_seq"] = E.c.step_seq + len(req.steps)
+    status = control.status
+    if status is not None:
+        values["status"] = status.value
+        if status is not ExecutionStatus.PAUSED:
+            values["wake_at"] = None
+        if status in TERMINAL_STATUSES:
+            values["finished_at"] = now
+    if control.variables_json:
+        values["variables_json"] = control.variables_json
+    if control.outputs_json:
+        values["outputs_json"] = control.outputs_json
+    if control.error is not None:
+        values["error_json"] = jsonutil.dumps(control.error)
+    if control.input_tokens or control.output_tokens:
+        values["input_tokens"] = E.c.input_tokens + control.input_tokens
+        values["output_tokens"] = E.c.output_tokens + control.output_tokens
+    if control.tokens_estimated:
+        values["tokens_estimated"] = True
+    if control.wake_at is not None:
+        values["wake_at"] = control.wake_at
+    if control.release_lease or (status is not None and status in TERMINAL_STATUSES):
+        values.update(lease_owner=None, lease_token=None, lease_expires_at=None)
+
+    async with store.db.engine.begin() as conn:
+        head = (
+            await conn.execute(
+                update(E)
+                .where(
+                    E.c.execution_id == execution_id,
+                    E.c.version == req.expected_version,
+                    E.c.lease_token == req.lease.token,
+                )
+                .values(**values)
+                .returning(E.c.version, E.c.last_seq, E.c.step_seq, E.c.open_pauses)
+            )
+        ).first()
+        if head is None:
+            await _refuse(conn, req)
+            raise AssertionError("unreachable")
+        events = await append_events(
+            conn, execution_id, head.last_seq - len(req.events) + 1, req.events, now
+        )
+        if req.steps:
+            await _insert_steps(store, conn, req, head.step_seq - len(req.steps) + 1)
+        if req.node_logs:
+            await _upsert_node_logs(store, conn, req)
+        touches_pauses = bool(
+            control.paused_nodes
+            or control.applied_resume_ids
+            or (
+                head.open_pauses
+                and (req.steps or (status is not None and status in TERMINAL_STATUSES))
+            )
+        )
+        if touches_pauses:
+            await _apply_pauses(store, conn, req, now, terminal=status in TERMINAL_STATUSES)
+    store.bus.publish(execution_id, events)
+    if control.release_lease and status not in TERMINAL_STATUSES:
+        store.bus.notify_work()  # it may be runnable again (a resume queued meanwhile, a wake-up)
+    return CommitResult(version=head.version, last_seq=head.last_seq)
+
+
+async def _refuse(conn: AsyncConnection, req: CommitRequest) -> None:
+    """Say why the guarded update matched nothing: unknown execution, lost lease, stale version."""
+    row = (
+        await conn.execute(
+            select(E.c.version, E.c.lease_token, E.c.status).where(
+                E.c.execution_id == req.lease.execution_id
+            )
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"execution {req.lease.execution_id!r} not found")
+    if row.lease_token != req.lease.token:
+        raise Conflict(
+            f"execution {req.lease.execution_id!r}: lease lost (now held by another worker or "
+            f"released; status {row.status}); commit refused",
+            details={"reason": "LEASE_LOST", "version": row.version},
+        )
+    raise Conflict(
+        f"execution {req.lease.execution_id!r}: stale version {req.expected_version}, "
+        f"current is {row.version}; commit refused",
+        details={"reason": "STALE_VERSION", "version": row.version},
+    )
+
+
+async def _insert_steps(
+    store: StateStore, conn: AsyncConnection, req: CommitRequest, first_seq: int
+) -> None:
+    rows = [
+        {
+            "execution_id": req.lease.execution_id,
+            "key": s.key,
+            "step_seq": first_seq + i,
+            "node_id": s.node_id,
+            "scope_json": jsonutil.dumps(scope_to_json(s.scope)) if s.scope else "",
+            "status": s.status,
+            "output_json": s.output_json,
+            "error_json": _json_or_empty(s.error),
+            "fired_handles_json": jsonutil.dumps(list(s.fired_handles)) if s.fired_handles else "",
+            "data_json": s.data_json,
+        }
+        for i, s in enumerate(req.steps)
+    ]
+    stmt = store.insert(ST)
+    # A step re-committed with the same key (a node re-run after a crash) replaces the old one.
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[ST.c.execution_id, ST.c.key],
+        set_={
+            c: stmt.excluded[c]
+            for c in (
+                "step_seq",
+                "node_id",
+                "scope_json",
+                "status",
+                "output_json",
+                "error_json",
+                "fired_handles_json",
+                "data_json",
+            )
+        },
+    )
+    await conn.execute(stmt, rows)
+
+
+async def _upsert_node_logs(store: StateStore, conn: AsyncConnection, req: CommitRequest) -> None:
+    rows = [
+        {
+            "execution_id": req.lease.execution_id,
+            "node_id": n.node_id,
+            "scope_key": scope_key(n.scope),
+            "scope_json": jsonutil.dumps(scope_to_json(n.scope)) if n.scope else "",
+            "status": n.status,
+            "attempt": n.attempt,
+            "node_type": n.node_type,
+            "input_json": n.input_json,
+            "output_json": n.output_json,
+            "error_json": _json_or_empty(n.error),
+            "started_at": n.started_at,
+            "finished_at": n.finished_at,
+            "duration_us": n.duration_us,
+            "token_usage_json": _json_or_empty(n.token_usage),
+        }
+        for n in req.node_logs
+    ]
+    stmt = store.insert(NL)
+    ex = stmt.excluded
+
+    def keep(col: str) -> Any:
+        # A later record of the same run may leave out what an earlier one said (input, start).
+        return case((ex[col] == "", NL.c[col]), else_=ex[col])
+
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[NL.c.execution_id, NL.c.node_id, NL.c.scope_key],
+        set_={
+            "status": ex.status,
+            "attempt": ex.attempt,
+            "node_type": keep("node_type"),
+            "input_json": keep("input_json"),
+            "output_json": ex.output_json,
+            "error_json": ex.error_json,
+            "started_at": func.coalesce(NL.c.started_at, ex.started_at),
+            "finished_at": ex.finished_at,
+            "duration_us": ex.duration_us,
+            "token_usage_json": ex.token_usage_json,
+        },
+    )
+    await conn.execute(stmt, rows)
+
+
+async def _apply_pauses(
+    store: StateStore, conn: AsyncConnection, req: CommitRequest, now: Any, *, terminal: bool
+) -> None:
+    execution_id = req.lease.execution_id
+    control = req.control
+    live = (PAUSE_OPEN, PAUSE_CLAIMED)
+    if control.applied_resume_ids:
+        await conn.execute(
+            update(P)
+            .where(P.c.execution_id == execution_id, P.c.resume_id.in_(control.applied_resume_ids))
+            .values(state=PAUSE_APPLIED, applied_at=now)
+        )
+    if req.steps:
+        # A committed step of a parked node closes its pause (a durable wait that woke up, or an
+        # approval completed with its resume).
+        keys = [
+            (s.node_id, scope_key(s.scope))
+            for s in req.steps
+            if s.status not in ("PAUSED", "RUNNING")
+        ]
+    if req.steps and keys:
+        await conn.execute(
+            update(P)
+            .where(
+                P.c.execution_id == execution_id,
+                P.c.state.in_(live),
+                tuple_(P.c.node_id, P.c.scope_key).in_(keys),
+            )
+            .values(state=PAUSE_APPLIED, applied_at=now)
+        )
+    for node in control.paused_nodes:
+        await _park(conn, execution_id, node, now)
+    if terminal:
+        await conn.execute(
+            update(P)
+            .where(P.c.execution_id == execution_id, P.c.state.in_(live))
+            .values(state=PAUSE_CANCELLED, applied_at=now)
+        )
+    counts = (
+        await conn.execute(
+            select(
+                func.count().filter(P.c.state.in_(live)).label("live"),
+                func.count().filter(P.c.state == PAUSE_CLAIMED).label("claimed"),
+            ).where(P.c.execution_id == execution_id)
+        )
+    ).one()
+    await conn.execute(
+        update(E)
+        .where(E.c.execution_id == execution_id)
+        .values(open_pauses=counts.live, resume_pending=counts.claimed > 0)
+    )
+
+
+async def _park(conn: AsyncConnection, execution_id: str, node: PausedNode, now: Any) -> None:
+    """Open a pause for ``node``; re-parking an open pause refreshes it, a claimed one (its
+    resume is already queued) is left alone, a closed one is reopened."""
+    key = scope_key(node.scope)
+    where = and_(
+        P.c.execution_id == execution_id, P.c.node_id == node.node_id, P.c.scope_key == key
+    )
+    existing = (await conn.execute(select(P.c.state).where(where))).scalar()
+    fields = {
+        "scope_json": jsonutil.dumps(scope_to_json(node.scope)) if node.scope else "",
+        "reason": node.reason,
+        "input_schema_json": node.input_schema_json,
+        "wake_at": node.wake_at,
+    }
+    if existing is None:
+        await conn.execute(
+            P.insert().values(
+                execution_id=execution_id,
+                node_id=node.node_id,
+                scope_key=key,
+                state=PAUSE_OPEN,
+                resume_input_json="",
+                resume_order=0,
+                created_at=now,
+                **fields,
+            )
+        )
+    elif existing == PAUSE_OPEN:
+        await conn.execute(update(P).where(where).values(**fields))
+    elif existing != PAUSE_CLAIMED:
+        await conn.execute(
+            update(P)
+            .where(where)
+            .values(
+                state=PAUSE_OPEN,
+                resume_id=None,
+                resume_input_json="",
+                enqueued_at=None,
+                applied_at=None,
+                created_at=now,
+                **fields,
+            )
+        )

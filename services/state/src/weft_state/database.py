@@ -1,0 +1,87 @@
+"""The database: one async engine (asyncpg on PostgreSQL, aiosqlite for the embedded SQLite
+file) and the Alembic migrations, run programmatically at startup."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+__all__ = ["Database", "migrate", "open_database"]
+
+log = logging.getLogger("weft.state.db")
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+# Any constant: serialises concurrent state-service replicas migrating one PostgreSQL database.
+_MIGRATION_LOCK_ID = 0x57454654
+
+
+@dataclass(slots=True)
+class Database:
+    engine: AsyncEngine
+    url: str
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+async def open_database(url: str, *, pool_size: int = 20, max_overflow: int = 20) -> Database:
+    """Connect and bring the schema up to date."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # One connection: SQLite has one writer, and serialising in-process avoids "database is
+        # locked" between our own transactions.
+        engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    else:
+        engine = create_async_engine(
+            url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
+        )
+    db = Database(engine=engine, url=url)
+    await migrate(db)
+    return db
+
+
+def _upgrade(conn: Connection) -> None:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = conn
+    command.upgrade(cfg, "head")
+
+
+async def migrate(db: Database) -> None:
+    """Run every pending Alembic migration (safe with several replicas starting at once)."""
+    async with db.engine.connect() as conn:
+        if db.is_postgres:
+            await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK_ID})
+            await conn.commit()
+        try:
+            await conn.run_sync(_upgrade)
+            await conn.commit()
+        finally:
+            if db.is_postgres:
+                await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK_ID})
+                await conn.commit()
+    log.info("database schema up to date (%s)", db.engine.dialect.name)

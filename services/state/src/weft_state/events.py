@@ -1,0 +1,275 @@
+"""The event bus: live fan-out of committed events to streams, and "work appeared" wake-ups for
+long-polling claimers.
+
+``InProcessBus`` fans out inside this process (embedded mode). ``RedisBus`` does the same locally
+and also publishes through Redis pub/sub so that every state-service replica hears every commit.
+The bus only speeds things up: publishing never blocks or fails a commit (Redis writes happen in
+a background task and are dropped while Redis is down), and streams re-read the database when
+they see a gap, overflow or silence, so losing Redis loses no event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Sequence
+from typing import Protocol
+
+from .domain import StoredEvent
+
+__all__ = ["EventBus", "InProcessBus", "RedisBus", "Subscription", "make_bus"]
+
+log = logging.getLogger("weft.state.events")
+
+EVENTS_PREFIX = "weft:events:"
+WORK_CHANNEL = "weft:work"
+
+
+class Subscription:
+    """Live events of one execution for one stream. Bounded: on overflow the stream re-reads
+    from the database (``overflowed`` tells it to)."""
+
+    def __init__(self, bus: _LocalFanout, execution_id: str, maxsize: int) -> None:
+        self._bus = bus
+        self.execution_id = execution_id
+        self._queue: asyncio.Queue[StoredEvent] = asyncio.Queue(maxsize)
+        self.overflowed = False
+
+    def put(self, event: StoredEvent) -> None:
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.overflowed = True
+
+    async def get(self, wait_s: float) -> StoredEvent | None:
+        """The next live event, or None after ``wait_s`` seconds of silence."""
+        try:
+            return await asyncio.wait_for(self._queue.get(), wait_s)
+        except TimeoutError:
+            return None
+
+    def reset(self) -> None:
+        """Forget buffered events (the caller re-reads the database instead)."""
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self.overflowed = False
+
+    def close(self) -> None:
+        self._bus._unsubscribe(self)
+
+
+class EventBus(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def publish(self, execution_id: str, events: Sequence[StoredEvent]) -> None:
+        """Fan out committed events (never blocks, never raises)."""
+
+    def subscribe(self, execution_id: str) -> Subscription: ...
+
+    def notify_work(self) -> None:
+        """Wake long-polling claimers: an execution became runnable."""
+
+    async def wait_for_work(self, wait_s: float) -> bool:
+        """True when woken by ``notify_work`` (here or on another replica) before ``wait_s`` seconds."""
+
+
+class _LocalFanout:
+    def __init__(self, *, buffer: int = 10_000) -> None:
+        self._buffer = buffer
+        self._subs: dict[str, set[Subscription]] = {}
+        self._work_waiters: set[asyncio.Future[None]] = set()
+
+    def subscribe(self, execution_id: str) -> Subscription:
+        sub = Subscription(self, execution_id, self._buffer)
+        self._subs.setdefault(execution_id, set()).add(sub)
+        return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        subs = self._subs.get(sub.execution_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[sub.execution_id]
+
+    def _deliver(self, execution_id: str, events: Sequence[StoredEvent]) -> None:
+        for sub in self._subs.get(execution_id, ()):
+            for event in events:
+                sub.put(event)
+
+    def _has_subscribers(self, execution_id: str) -> bool:
+        return execution_id in self._subs
+
+    def _wake_workers(self) -> None:
+        for fut in self._work_waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self._work_waiters.clear()
+
+    async def wait_for_work(self, wait_s: float) -> bool:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._work_waiters.add(fut)
+        try:
+            await asyncio.wait_for(fut, wait_s)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._work_waiters.discard(fut)
+
+
+class InProcessBus(_LocalFanout):
+    """Fan-out inside one process (embedded mode, or no Redis configured)."""
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._wake_workers()
+
+    def publish(self, execution_id: str, events: Sequence[StoredEvent]) -> None:
+        if events:
+            self._deliver(execution_id, events)
+
+    def notify_work(self) -> None:
+        self._wake_workers()
+
+
+def _encode(source: str, events: Sequence[StoredEvent]) -> str:
+    # One line per event: compact JSON never holds a raw newline or tab, so no escaping is needed.
+    lines = [source]
+    lines.extend(f"{e.seq}\t{e.type}\t{e.node_id}\t{e.payload_json}" for e in events)
+    return "\n".join(lines)
+
+
+def _decode(execution_id: str, data: str) -> tuple[str, list[StoredEvent]]:
+    source, _, body = data.partition("\n")
+    events = []
+    for line in body.split("\n") if body else ():
+        seq, etype, node_id, payload = line.split("\t", 3)
+        events.append(StoredEvent(execution_id, int(seq), etype, node_id, payload))
+    return source, events
+
+
+class RedisBus(_LocalFanout):
+    """Local fan-out plus Redis pub/sub between replicas (``weft:events:<id>``, ``weft:work``)."""
+
+    def __init__(self, url: str, *, buffer: int = 10_000, prefix: str = "") -> None:
+        super().__init__(buffer=buffer)
+        from redis.asyncio import Redis  # imported here: embedded mode never needs redis
+
+        self._url = url
+        self._prefix = prefix
+        self._events_prefix = prefix + EVENTS_PREFIX
+        self._work_channel = prefix + WORK_CHANNEL
+        self.instance_id = uuid.uuid4().hex
+        self._redis = Redis.from_url(
+            url, socket_connect_timeout=1.0, socket_timeout=5.0, decode_responses=True
+        )
+        self._outbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue(100_000)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+        self.connected = False
+        self._warned = False
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._send_loop(), name="redis-bus-send"),
+            asyncio.create_task(self._receive_loop(), name="redis-bus-receive"),
+        ]
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._wake_workers()
+        with contextlib.suppress(Exception):
+            await self._redis.aclose()
+
+    def publish(self, execution_id: str, events: Sequence[StoredEvent]) -> None:
+        if not events:
+            return
+        self._deliver(execution_id, events)
+        self._enqueue(self._events_prefix + execution_id, _encode(self.instance_id, events))
+
+    def notify_work(self) -> None:
+        self._wake_workers()
+        self._enqueue(self._work_channel, self.instance_id)
+
+    def _enqueue(self, channel: str, message: str) -> None:
+        try:
+            self._outbox.put_nowait((channel, message))
+        except asyncio.QueueFull:
+            pass  # Redis is far behind or down: subscribers fall back to the database
+
+    def _down(self, exc: BaseException) -> None:
+        self.connected = False
+        if not self._warned:
+            log.warning("Redis unavailable (%s): streams fall back to database polling", exc)
+            self._warned = True
+
+    async def _send_loop(self) -> None:
+        while not self._closed:
+            batch = [await self._outbox.get()]
+            while not self._outbox.empty() and len(batch) < 512:
+                batch.append(self._outbox.get_nowait())
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for channel, message in batch:
+                        pipe.publish(channel, message)
+                    await pipe.execute()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis down: drop, the database has everything
+                self._down(exc)
+                await asyncio.sleep(0.5)
+
+    async def _receive_loop(self) -> None:
+        while not self._closed:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.psubscribe(self._events_prefix + "*")
+                await pubsub.subscribe(self._work_channel)
+                if not self.connected:
+                    log.info("Redis event bus connected")
+                self.connected, self._warned = True, False
+                async for message in pubsub.listen():
+                    self._dispatch(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._down(exc)
+                await asyncio.sleep(0.5)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    def _dispatch(self, message: dict[str, str]) -> None:
+        channel, data = message.get("channel", ""), message.get("data", "")
+        if channel == self._work_channel:
+            if data != self.instance_id:
+                self._wake_workers()
+            return
+        execution_id = channel[len(self._events_prefix) :]
+        if not self._has_subscribers(execution_id) or data.startswith(self.instance_id + "\n"):
+            return
+        try:
+            _, events = _decode(execution_id, data)
+        except ValueError:
+            log.warning("malformed event message on %s", channel)
+            return
+        self._deliver(execution_id, events)
+
+
+def make_bus(redis_url: str, *, buffer: int = 10_000, prefix: str = "") -> EventBus:
+    return (
+        RedisBus(redis_url, buffer=buffer, prefix=prefix)
+        if redis_url
+        else InProcessBus(buffer=buffer)
+    )

@@ -1,0 +1,283 @@
+"""Executions: creation (pinned to a workflow version, idempotency keys, the leased fast path),
+reads, node logs, and cancellation."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from weft_common import jsonutil
+from weft_common.errors import InvalidArgument
+
+from .clock import later, utcnow
+from .domain import (
+    TERMINAL_STATUSES,
+    CreatedExecution,
+    CreateExecution,
+    EventIn,
+    ExecutionRecord,
+    ExecutionStatus,
+    LeaseGrant,
+    NodeLogRow,
+    scope_from_json,
+)
+from .eventlog import append_events
+from .store import (
+    NL,
+    PAUSE_CANCELLED,
+    PAUSE_CLAIMED,
+    PAUSE_OPEN,
+    E,
+    P,
+    StateStore,
+    execution_record,
+)
+from .workflows import get_workflow
+
+__all__ = [
+    "create_execution",
+    "get_execution",
+    "list_executions",
+    "list_node_logs",
+    "request_cancel",
+]
+
+
+async def create_execution(store: StateStore, req: CreateExecution) -> CreatedExecution:
+    """A new PENDING execution, or the existing one for an idempotency key already used by the
+    same owner (``existing=True``, never leased)."""
+    if req.idempotency_key:
+        found = await _by_idempotency_key(store, req.owner, req.idempotency_key)
+        if found:
+            return CreatedExecution(found, existing=True)
+    if req.input_json:
+        try:
+            jsonutil.loads(req.input_json)
+        except ValueError as exc:
+            raise InvalidArgument(f"input_json is not valid JSON: {exc}") from exc
+
+    if req.definition is not None:
+        workflow_id = str(req.definition.get("id") or "")
+        version, definition_json, dag = 0, jsonutil.dumps(req.definition), req.dag
+        if not dag:
+            raise InvalidArgument("an inline definition needs its compiled dag")
+    elif req.workflow_id:
+        pinned = await get_workflow(store, req.workflow_id, req.workflow_version, owner=req.owner)
+        workflow_id, version, definition_json, dag = pinned.workflow_id, pinned.version, None, None
+    else:
+        raise InvalidArgument("give a workflow_id or an inline definition")
+
+    now = utcnow()
+    execution_id = str(uuid.uuid4())
+    lease: LeaseGrant | None = None
+    values: dict[str, Any] = {
+        "execution_id": execution_id,
+        "workflow_id": workflow_id,
+        "workflow_version": version,
+        "definition_json": definition_json,
+        "dag": dag,
+        "status": ExecutionStatus.PENDING.value,
+        "input_json": req.input_json,
+        "outputs_json": "",
+        "error_json": "",
+        "variables_json": "",
+        "version": 0,
+        "cancel_requested": False,
+        "cancel_reason": "",
+        "resume_pending": False,
+        "open_pauses": 0,
+        "resume_counter": 0,
+        "idempotency_key": req.idempotency_key or None,
+        "owner": req.owner,
+        "parent_execution_id": req.parent_execution_id,
+        "parent_node_id": req.parent_node_id,
+        "depth": req.depth,
+        "created_at": now,
+        "updated_at": now,
+        "last_seq": 0,
+        "step_seq": 0,
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "tokens_estimated": False,
+    }
+    if req.claim_worker_id:
+        lease = LeaseGrant(
+            execution_id=execution_id,
+            worker_id=req.claim_worker_id,
+            token=uuid.uuid4().hex,
+            expires_at=later(req.lease_ms or store.options.default_lease_ms, start=now),
+        )
+        values.update(
+            lease_owner=lease.worker_id, lease_token=lease.token, lease_expires_at=lease.expires_at
+        )
+    try:
+        async with store.db.engine.begin() as conn:
+            await conn.execute(E.insert().values(**values))
+    except IntegrityError:
+        if req.idempotency_key:  # lost the race with a concurrent create under the same key
+            found = await _by_idempotency_key(store, req.owner, req.idempotency_key)
+            if found:
+                return CreatedExecution(found, existing=True)
+        raise
+    if lease is None:
+        store.bus.notify_work()
+    return CreatedExecution(execution_id, existing=False, lease=lease)
+
+
+async def _by_idempotency_key(store: StateStore, owner: str, key: str) -> str | None:
+    async with store.db.engine.connect() as conn:
+        return (
+            await conn.execute(
+                select(E.c.execution_id).where(E.c.owner == owner, E.c.idempotency_key == key)
+            )
+        ).scalar()
+
+
+async def get_execution(
+    store: StateStore, execution_id: str, *, owner: str = ""
+) -> ExecutionRecord:
+    async with store.db.engine.connect() as conn:
+        row = await store.execution_row(conn, execution_id, owner)
+        return execution_record(row, await store.paused_nodes(conn, execution_id))
+
+
+async def list_executions(
+    store: StateStore, *, owner: str = "", workflow_id: str = "", limit: int = 0
+) -> list[ExecutionRecord]:
+    """Newest first."""
+    stmt = select(E).order_by(E.c.created_at.desc()).limit(min(limit or 100, 1000))
+    if owner:
+        stmt = stmt.where(E.c.owner == owner)
+    if workflow_id:
+        stmt = stmt.where(E.c.workflow_id == workflow_id)
+    async with store.db.engine.connect() as conn:
+        rows = list(await conn.execute(stmt))
+        out = []
+        for row in rows:
+            paused = await store.paused_nodes(conn, row.execution_id) if row.open_pauses else []
+            out.append(execution_record(row, paused))
+        return out
+
+
+async def list_node_logs(
+    store: StateStore, execution_id: str, *, owner: str = ""
+) -> list[NodeLogRow]:
+    """One entry per node run, in the order they started."""
+    async with store.db.engine.connect() as conn:
+        await store.execution_row(conn, execution_id, owner)
+        rows = await conn.execute(
+            select(NL)
+            .where(NL.c.execution_id == execution_id)
+            .order_by(NL.c.started_at.asc().nulls_last(), NL.c.node_id, NL.c.scope_key)
+        )
+        return [
+            NodeLogRow(
+                node_id=r.node_id,
+                scope=scope_from_json(jsonutil.loads(r.scope_json)),
+                status=r.status,
+                attempt=r.attempt,
+                node_type=r.node_type,
+                input_json=r.input_json,
+                output_json=r.output_json,
+                error=jsonutil.loads(r.error_json),
+                started_at=r.started_at,
+                finished_at=r.finished_at,
+                duration_us=r.duration_us,
+                token_usage=jsonutil.loads(r.token_usage_json),
+            )
+            for r in rows
+        ]
+
+
+async def request_cancel(
+    store: StateStore, execution_id: str, *, reason: str = "", owner: str = ""
+) -> ExecutionStatus:
+    """Ask for cancellation. A PAUSED execution, or a PENDING one no worker holds, is cancelled
+    here at once (open node runs end with ``node:cancelled``, then ``execution:cancelled``); a
+    running one is cancelled by its worker, which learns of it through RenewLeases."""
+    now = utcnow()
+    async with store.db.engine.begin() as conn:
+        row = await store.execution_row(conn, execution_id, owner, lock=True)
+        status = ExecutionStatus(row.status)
+        if status in TERMINAL_STATUSES:
+            return status
+        leased = row.lease_token is not None and row.lease_expires_at > now
+        if not (
+            status is ExecutionStatus.PAUSED or (status is ExecutionStatus.PENDING and not leased)
+        ):
+            await conn.execute(
+                update(E)
+                .where(E.c.execution_id == execution_id)
+                .values(cancel_requested=True, cancel_reason=reason, updated_at=now)
+            )
+            notify = not leased
+            events = []
+            new_status = status
+        else:
+            events = await _cancel_now(conn, row, reason, now)
+            notify, new_status = False, ExecutionStatus.CANCELLED
+    store.bus.publish(execution_id, events)
+    if notify:
+        store.bus.notify_work()  # an unleased RUNNING execution: a worker should finish it off
+    return new_status
+
+
+async def _cancel_now(conn: Any, row: Any, reason: str, now: Any) -> list[Any]:
+    execution_id = row.execution_id
+    open_runs = list(
+        await conn.execute(
+            select(NL.c.node_id, NL.c.scope_json, NL.c.scope_key, NL.c.node_type).where(
+                NL.c.execution_id == execution_id, NL.c.status.in_(("RUNNING", "PAUSED"))
+            )
+        )
+    )
+    drafts = [
+        EventIn(
+            type="node:cancelled",
+            node_id=r.node_id,
+            scope=scope_from_json(jsonutil.loads(r.scope_json)),
+            payload_json=jsonutil.dumps({"nodeType": r.node_type}),
+        )
+        for r in open_runs
+    ]
+    error = {"message": reason or "cancelled", "code": "CANCELLED"}
+    drafts.append(
+        EventIn(type="execution:cancelled", payload_json=jsonutil.dumps({"error": error}))
+    )
+    if open_runs:
+        await conn.execute(
+            update(NL)
+            .where(NL.c.execution_id == execution_id, NL.c.status.in_(("RUNNING", "PAUSED")))
+            .values(status="CANCELLED", finished_at=now)
+        )
+    if row.open_pauses:
+        await conn.execute(
+            update(P)
+            .where(P.c.execution_id == execution_id, P.c.state.in_((PAUSE_OPEN, PAUSE_CLAIMED)))
+            .values(state=PAUSE_CANCELLED, applied_at=now)
+        )
+    events = await append_events(conn, execution_id, row.last_seq + 1, drafts, now)
+    await conn.execute(
+        update(E)
+        .where(E.c.execution_id == execution_id)
+        .values(
+            status=ExecutionStatus.CANCELLED.value,
+            cancel_requested=True,
+            cancel_reason=reason,
+            error_json=jsonutil.dumps(error),
+            finished_at=now,
+            updated_at=now,
+            version=E.c.version + 1,
+            last_seq=row.last_seq + len(drafts),
+            lease_owner=None,
+            lease_token=None,
+            lease_expires_at=None,
+            wake_at=None,
+            resume_pending=False,
+            open_pauses=0,
+        )
+    )
+    return events
