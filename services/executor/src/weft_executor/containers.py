@@ -1,0 +1,97 @@
+"""What loops and parallels share: the container run's life inside the engine.
+
+A container run owns the frames of its iterations/branches. The engine calls ``start`` when the
+container node becomes ready, ``frame_done``/``frame_failed`` when a body frame settles, and
+``cancel`` when the container itself is cancelled. The container calls back into the engine to
+open frames, record its decisions (so a replay takes the same path) and complete or fail.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .frames import Frame, NodeRun
+from .handlers.base import NodeFailure
+from .outputs import frame_result
+
+if TYPE_CHECKING:
+    from .execution import ExecutionRun
+
+__all__ = ["ContainerRun", "make_container"]
+
+
+class ContainerRun:
+    """Base: the active frames, the results, completion and failure."""
+
+    def __init__(self, ex: ExecutionRun, run: NodeRun) -> None:
+        self.ex = ex
+        self.run = run
+        self.node = run.node
+        self.config = run.node.config
+        self.exits = ex.plan.exits[run.node.id]
+        self.active: dict[int, Frame] = {}
+        self.results: list[Any] = []
+        self.closed = False
+
+    # -- engine callbacks ------------------------------------------------------------------
+    def start(self, starts: list[NodeRun]) -> None:
+        raise NotImplementedError
+
+    def frame_done(self, frame: Frame, starts: list[NodeRun]) -> None:
+        raise NotImplementedError
+
+    def frame_failed(self, frame: Frame, error: dict[str, Any], starts: list[NodeRun]) -> None:
+        """Default: the body's failure is the container's failure (routable by its error edge)."""
+        self.active.pop(frame.index, None)
+        self.fail(error, starts)
+
+    def cancel(self) -> None:
+        """Cancel every active body frame (the engine ends the container run itself)."""
+        self.closed = True
+        for frame in list(self.active.values()):
+            self.ex.cancel_frame(frame)
+        self.active.clear()
+
+    def close(self) -> None:
+        self.closed = True
+        self.active.clear()
+
+    # -- helpers ---------------------------------------------------------------------------
+    def open_frame(self, index: int, item: Any, total: int | None, starts: list[NodeRun]) -> Frame:
+        frame = self.ex.new_frame(self, index, item, total)
+        self.active[index] = frame
+        self.ex.enter_frame(frame, starts)
+        return frame
+
+    def result_of(self, frame: Frame) -> Any:
+        self.active.pop(frame.index, None)
+        return frame_result(frame, self.exits)
+
+    def complete(self, starts: list[NodeRun]) -> None:
+        if self.closed:
+            return
+        self.close()
+        results, self.results = self.results, []
+        self.ex.container_completed(self.run, results, starts)
+
+    def fail(self, error: dict[str, Any], starts: list[NodeRun]) -> None:
+        if self.closed:
+            return
+        self.cancel()
+        self.ex.fail_node(self.run, error, starts)
+
+    def failure(self, message: str, code: str) -> NodeFailure:
+        return NodeFailure(f"node {self.node.id}: {message}", code, retryable=False)
+
+    def error(self, message: str, code: str) -> dict[str, Any]:
+        return self.failure(message, code).to_error(self.node.id)
+
+
+def make_container(ex: ExecutionRun, run: NodeRun) -> ContainerRun:
+    if run.node.type == "loop":
+        from .loops import LoopRun
+
+        return LoopRun(ex, run)
+    from .parallel import ParallelRun
+
+    return ParallelRun(ex, run)

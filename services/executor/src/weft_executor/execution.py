@@ -1,0 +1,884 @@
+"""The run loop of one execution (SPEC sections 2-5): ready-set scheduling over node runs.
+
+A node run is (node id, scope). It becomes ready when every incoming edge in its frame is settled
+and at least one is active; all-dead skips it and kills its outgoing edges (dead-path
+elimination). Ready runs start at once, bounded by the per-execution and per-worker limits.
+Every transition that matters for a replay (a completion, a skip, a routed error, a container
+decision, a park) is recorded in the journal, and the runs it makes ready start only after that
+commit is durable. Work is O(edges touched): the compiled ``incoming``/``outgoing`` lists and
+per-frame counters drive everything; nothing scans the graph.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Collection, Sequence
+from typing import TYPE_CHECKING, Any
+
+from weft_common.compiled import CompiledDag, CompiledNode
+
+from .frames import Frame, NodeRun, RunLookup
+from .handlers.base import HANDLERS, NodeContext, NodeFailure, NodeResult, Resolver
+from .journal import Journal
+from .outputs import check_output_size
+from .plan import ExecutionPlan, plan_for
+from .records import (
+    ControlUpdate,
+    EventDraft,
+    ExecutionStore,
+    NodeLogRecord,
+    NodeStatus,
+    PausedNodeInfo,
+    Scope,
+    StepRecord,
+    scope_json,
+    scope_key,
+)
+
+if TYPE_CHECKING:
+    from .containers import ContainerRun
+    from .engine import Engine, Outcome, Resume
+
+__all__ = ["ExecutionRun"]
+
+log = logging.getLogger(__name__)
+
+_COMMIT = object()  # marks one commit() call among the followups handed back by the journal
+_OUT = ("out",)
+_ERROR = ("error",)
+
+
+class ExecutionRun:
+    """One execution on this worker: its frames, ready queue, tasks and journal."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        execution_id: str,
+        dag: CompiledDag,
+        input: Any,
+        store: ExecutionStore,
+        variables: dict[str, Any] | None,
+        steps: Sequence[StepRecord],
+        resumes: Sequence[Resume],
+        emit_started: bool,
+        open_runs: Collection[str],
+    ) -> None:
+        from .engine import Outcome  # noqa: F401 - cycle: engine imports this module
+
+        self.engine = engine
+        self.settings = engine.settings
+        self.execution_id = execution_id
+        self.dag = dag
+        self.plan: ExecutionPlan = plan_for(dag)
+        self.nodes = self.plan.nodes
+        self.input = input
+        self.variables: dict[str, Any] = (
+            dict(dag.variables) if variables is None else dict(variables)
+        )
+        self.replay: dict[str, StepRecord] = {s.key: s for s in steps}
+        self.pending_resumes: dict[str, deque[Resume]] = {}
+        for r in resumes:
+            self.pending_resumes.setdefault(scope_key(r.node_id, r.scope), deque()).append(r)
+        self.open_logged = set(open_runs)
+        self.emit_started = emit_started
+        self.journal = Journal(
+            store,
+            flush_ms=self.settings.event_flush_ms,
+            on_durable=self._on_durable,
+            on_error=self._on_store_error,
+        )
+        self.top = Frame(
+            container="", kind="", scope=(), parent=None, owner=None,
+            members=len(self.plan.members[""]),
+        )
+        self.exec_limit = max(1, self.settings.max_concurrency_per_execution)
+        self.max_output = self.settings.max_output_bytes
+        self.ready: deque[NodeRun] = deque()
+        self.work: deque[NodeRun] = deque()
+        self.running = 0
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.parked: dict[str, NodeRun] = {}
+        self.inflight = 0  # commit() calls whose followups have not come back yet
+        self.uncommitted = False  # a step was recorded since the last commit() call
+        self.draining = False
+        self.outputs: dict[str, Any] = {}
+        self.token_usage: dict[str, int] | None = None
+        self.finishing = False
+        self.status = "RUNNING"
+        self.error: dict[str, Any] | None = None
+        self.applied_resume_ids: list[str] = []
+        self.begun = False
+        self.holding = False  # a cancel arrived before begin: replay, then cancel; start nothing
+        self.cancel_reason: str | None = None
+        loop = asyncio.get_running_loop()
+        self.loop = loop
+        self.done: asyncio.Future[Outcome] = loop.create_future()
+
+    # ------------------------------------------------------------------ lifecycle
+    def begin(self) -> None:
+        self.begun = True
+        if self.cancel_reason is not None:
+            self.holding = True
+        try:
+            if self.emit_started:
+                self.event(
+                    "execution:started", payload={"workflowId": self.dag.workflow_id, "input": self.input}
+                )
+                self.journal.control(
+                    ControlUpdate(status="RUNNING", variables=dict(self.variables))
+                )
+                self.uncommitted = True
+            starts: list[NodeRun] = []
+            self.enter_frame(self.top, starts)
+            if self.holding:
+                self.work.extend(starts)
+                self.drain_work()
+                self.cancel(self.cancel_reason or "")
+                return
+            self.flush_starts(starts)
+        except Exception as exc:  # noqa: BLE001 - an engine bug must fail the execution, not hang
+            self._internal_error(exc)
+
+    def cancel(self, reason: str = "") -> None:
+        if self.finishing:
+            return
+        if not self.begun:
+            self.cancel_reason = reason
+            return
+        self.finishing = True
+        self.cancel_frame(self.top)
+        self._end_orphans()
+        self.status = "CANCELLED"
+        self.event("execution:cancelled", payload={"reason": reason} if reason else {})
+        self._finalize(ControlUpdate(status="CANCELLED", variables=dict(self.variables), release_lease=True))
+
+    def resume(self, resume: Resume) -> bool:
+        """Apply a resume while running; False when the run is already finishing."""
+        if self.finishing:
+            return False
+        key = scope_key(resume.node_id, resume.scope)
+        run = self.parked.pop(key, None)
+        if run is None:
+            # Not parked (yet): a replay may still reach it. Kept until then.
+            self.pending_resumes.setdefault(key, deque()).append(resume)
+            return True
+        self._resume_parked(run, resume)
+        self.pump()
+        return True
+
+    # ------------------------------------------------------------------ events and records
+    def event(
+        self,
+        type_: str,
+        *,
+        run: NodeRun | None = None,
+        node: CompiledNode | None = None,
+        scope: Scope = (),
+        payload: dict[str, Any] | None = None,
+    ) -> None:
+        if run is not None:
+            node, scope = run.node, run.frame.scope
+        body = payload if payload is not None else {}
+        if node is not None:
+            body["nodeType"] = node.type
+            self.journal.event(EventDraft(type_, time.time(), node.id, scope, body))
+        else:
+            self.journal.event(EventDraft(type_, time.time(), "", (), body))
+
+    def record(self, step: StepRecord, log_: NodeLogRecord | None = None) -> None:
+        self.journal.step(step, log_)
+        self.uncommitted = True
+
+    def flush_starts(self, starts: list[NodeRun]) -> None:
+        """Start ``starts`` once what was recorded for them is durable (at once on a replay)."""
+        if self.uncommitted:
+            self.uncommitted = False
+            self.inflight += 1
+            starts.append(_COMMIT)  # type: ignore[arg-type]
+            self.journal.commit(starts)
+        elif starts:
+            self.work.extend(starts)
+            self.drain_work()
+        else:
+            self.check_idle()
+
+    def _on_durable(self, followups: list[Any]) -> None:
+        try:
+            runs = []
+            for f in followups:
+                if f is _COMMIT:
+                    self.inflight -= 1
+                else:
+                    runs.append(f)
+            if self.finishing:
+                return
+            self.work.extend(runs)
+            self.drain_work()
+        except Exception as exc:  # noqa: BLE001
+            self._internal_error(exc)
+
+    def _on_store_error(self, exc: BaseException) -> None:
+        """The store refused a write (lease lost, database gone): stop without writing more."""
+        log.warning("execution %s: store write failed, stopping: %r", self.execution_id, exc)
+        self.finishing = True
+        for task in list(self.tasks):
+            task.cancel()
+        if not self.done.done():
+            self.done.set_exception(exc)
+
+    def _internal_error(self, exc: BaseException) -> None:
+        log.exception("execution %s: engine error", self.execution_id, exc_info=exc)
+        if self.finishing:
+            if not self.done.done():
+                self.done.set_exception(exc)
+            return
+        self._fail_execution(
+            {"message": f"engine error: {type(exc).__name__}: {exc}", "code": "INTERNAL", "nodeId": ""}
+        )
+
+    # ------------------------------------------------------------------ frames
+    def enter_frame(self, frame: Frame, starts: list[NodeRun]) -> None:
+        """Make a frame's entries ready (a body with no members is done at once)."""
+        if frame.pending == 0:
+            self.frame_done(frame, starts)
+            return
+        nodes = self.nodes
+        for nid in self.plan.entries[frame.container]:
+            starts.append(NodeRun.of(nodes[nid], frame))
+
+    def frame_done(self, frame: Frame, starts: list[NodeRun]) -> None:
+        frame.closed = True
+        if frame.owner is None:
+            self._complete_execution()
+        else:
+            frame.owner.frame_done(frame, starts)
+
+    def fail_frame(self, frame: Frame, error: dict[str, Any], starts: list[NodeRun]) -> None:
+        """An unrouted failure in ``frame``: stop what runs there, then fail its owner."""
+        frame.closed = True
+        self.cancel_frame(frame)
+        if frame.owner is None:
+            self._fail_execution(error)
+        else:
+            frame.owner.frame_failed(frame, error, starts)
+
+    def cancel_frame(self, frame: Frame) -> None:
+        """Cancel every open run in ``frame`` (containers first cancel their own frames)."""
+        frame.closed = True
+        for run in list(frame.open.values()):
+            self.cancel_run(run)
+
+    def cancel_run(self, run: NodeRun) -> None:
+        if run.finished:
+            return
+        run.finished = True
+        run.frame.open.pop(run.node.id, None)
+        if run.container is not None:
+            run.container.cancel()
+        if run.task is not None:
+            run.task.cancel()
+        self.parked.pop(run.key, None)
+        now = time.time()
+        self.event("node:cancelled", run=run)
+        self.journal.node_log(
+            NodeLogRecord(
+                node_id=run.node.id, node_type=run.node.type, scope=run.frame.scope,
+                status=NodeStatus.CANCELLED, attempt=run.attempt, started_at=run.started_at or now,
+                finished_at=now,
+            )
+        )
+
+    def _end_orphans(self) -> None:
+        """Runs whose node:started a crashed worker logged, still waiting here to run again:
+        end them in the log too (every node:started gets exactly one end)."""
+        for run in self.ready:
+            if (run.key in self.open_logged or run.resume is not None) and not run.finished:
+                run.finished = True
+                self.open_logged.discard(run.key)
+                self.event("node:cancelled", run=run, payload={})
+        self.ready.clear()
+
+    def new_frame(
+        self, owner: ContainerRun, index: int, item: Any, total: int | None
+    ) -> Frame:
+        parent_frame = owner.run.frame
+        cid = owner.run.node.id
+        return Frame(
+            container=cid, kind=owner.run.node.type, scope=parent_frame.child_scope(cid, index),
+            parent=parent_frame, owner=owner, members=len(self.plan.members[cid]),
+            index=index, item=item, total=total,
+        )
+
+    def resolver_for(self, frame: Frame) -> Resolver:
+        lookup = RunLookup(
+            frame, nodes=self.nodes, input=self.input, variables=self.variables,
+            start_node=self.dag.start_node,
+        )
+        return self.engine.make_resolver(lookup, self.execution_id)
+
+    # ------------------------------------------------------------------ scheduling
+    def drain_work(self) -> None:
+        """Begin every run in ``work`` (iteratively: replays and skips can cascade far)."""
+        if self.draining:
+            return
+        self.draining = True
+        try:
+            work = self.work
+            while work and not self.finishing:
+                self._begin_run(work.popleft())
+        finally:
+            self.draining = False
+        self.pump()
+
+    def _begin_run(self, run: NodeRun) -> None:
+        if run.frame.closed:
+            return
+        step = self.replay.pop(run.key, None) if self.replay else None
+        starts: list[NodeRun] = []
+        if step is not None:
+            self._apply_step(run, step, starts)
+        elif run.node.is_container:
+            self._start_container(run, starts)
+        else:
+            self.ready.append(run)
+            return
+        self.flush_starts(starts)
+
+    def pump(self) -> None:
+        """Start ready runs while the per-execution and per-worker limits allow."""
+        ready = self.ready
+        engine = self.engine
+        while ready and self.running < self.exec_limit and not self.finishing and not self.holding:
+            if not engine.take_worker_slot(self):
+                break
+            run = ready.popleft()
+            if run.frame.closed or run.finished:
+                engine.release_worker_slot()
+                continue
+            self.running += 1
+            run.frame.open[run.node.id] = run
+            if run.resume is None:
+                run.started_at = time.time()
+                if run.key in self.open_logged:
+                    self.open_logged.discard(run.key)
+                else:
+                    self.event("node:started", run=run, payload={})
+            task = self.loop.create_task(self._execute(run))
+            run.task = task
+            self.tasks.add(task)
+            task.add_done_callback(self._task_done)
+        self.check_idle()
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        # A done callback, not a ``finally``: a task cancelled before its first step never runs
+        # its body, and its slot must still come back.
+        self.tasks.discard(task)
+        self.running -= 1
+        self.engine.release_worker_slot()
+        if not self.finishing:
+            self.pump()
+
+    def check_idle(self) -> None:
+        """Nothing runs, nothing is ready, nothing waits on a commit: pause or complete."""
+        if (
+            self.finishing or self.running or self.ready or self.inflight or self.work
+            or self.draining or self.top.closed
+        ):
+            return
+        if self.parked:
+            self._pause()
+        else:
+            self._internal_error(RuntimeError("scheduler stalled: nothing ready, nothing running"))
+
+    # ------------------------------------------------------------------ running one node
+    async def _execute(self, run: NodeRun) -> None:
+        outcome = await self._attempts(run)
+        if self.finishing or run.finished:
+            return
+        try:
+            starts: list[NodeRun] = []
+            if run.resume is not None and run.resume.resume_id:
+                self.journal.control(ControlUpdate(applied_resume_ids=[run.resume.resume_id]))
+                self.applied_resume_ids.append(run.resume.resume_id)
+            if isinstance(outcome, NodeFailure):
+                self.fail_node(run, outcome.to_error(run.node.id), starts)
+            else:
+                self._node_result(run, outcome, starts)
+            self.flush_starts(starts)
+            self.pump()
+        except Exception as exc:  # noqa: BLE001
+            self._internal_error(exc)
+
+    async def _attempts(self, run: NodeRun) -> NodeResult | NodeFailure:
+        node = run.node
+        handler = HANDLERS.get(node.type)
+        if handler is None:
+            return NodeFailure(
+                f"node {node.id}: no handler for node type {node.type!r}", "UNKNOWN_NODE_TYPE",
+                retryable=False,
+            )
+        policy = node.retry
+        timeout = node.timeout_ms / 1000 if node.timeout_ms else None
+        resume = run.resume
+        attempt = run.attempt if resume is not None and run.attempt else 0
+        while True:
+            attempt += 1
+            run.attempt = attempt
+            ctx = NodeContext(
+                execution_id=self.execution_id,
+                node=node,
+                scope=run.frame.scope,
+                attempt=attempt,
+                resolver=_LazyResolver(self, run.frame),
+                idempotency_key=f"{self.execution_id}:{run.key}",
+                emit_chunk=lambda content, run=run: self._chunk(run, content),  # type: ignore[misc]
+                resume_input=resume.input if resume is not None else None,
+                resumed=resume is not None,
+                services=self.engine.services,
+            )
+            if node.id == self.dag.start_node:
+                ctx.extras["input"] = self.input
+                ctx.extras["input_schema"] = self.dag.input_schema
+            if resume is not None:
+                ctx.extras["started_at"] = run.started_at
+            try:
+                if timeout is None:
+                    result = await handler.execute(ctx)
+                else:
+                    async with asyncio.timeout(timeout):
+                        result = await handler.execute(ctx)
+                if result.pause is None:
+                    check_output_size(node.id, result.output, self.max_output)
+                return result
+            except NodeFailure as exc:
+                failure = exc
+            except TimeoutError:
+                failure = NodeFailure(
+                    f"node {node.id}: attempt {attempt} timed out after {node.timeout_ms} ms",
+                    "TIMEOUT",
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a handler bug is that node's failure
+                log.exception("node %s (%s) handler raised", node.id, node.type)
+                failure = NodeFailure(f"node {node.id}: {type(exc).__name__}: {exc}", "HANDLER_ERROR")
+            if not failure.retryable or attempt >= policy.max_attempts:
+                return failure
+            delay_ms = policy.delay_ms(attempt)
+            self.event(
+                "node:retrying", run=run,
+                payload={"attempt": attempt, "error": failure.to_error(node.id), "delayMs": delay_ms},
+            )
+            await asyncio.sleep(delay_ms / 1000)
+
+    def _chunk(self, run: NodeRun, content: str) -> None:
+        if self.finishing or run.finished:
+            return
+        run.chunks += 1
+        self.event("stream:chunk", run=run, payload={"content": content})
+
+    def _node_result(self, run: NodeRun, result: NodeResult, starts: list[NodeRun]) -> None:
+        node = run.node
+        if result.pause is not None:
+            self._park(run, result)
+            return
+        control: ControlUpdate | None = None
+        if result.variables:
+            self.variables.update(result.variables)
+            control = ControlUpdate(variables=dict(self.variables))
+        if result.token_usage:
+            usage = self.token_usage or {"inputTokens": 0, "outputTokens": 0}
+            usage["inputTokens"] += int(result.token_usage.get("inputTokens") or 0)
+            usage["outputTokens"] += int(result.token_usage.get("outputTokens") or 0)
+            self.token_usage = usage
+            control = control or ControlUpdate()
+            control.token_usage = dict(usage)
+        if control is not None:
+            self.journal.control(control)
+        if run.chunks:
+            self.event("stream:done", run=run, payload={})
+        output = result.output
+        self.event("node:completed", run=run, payload={"output": output})
+        now = time.time()
+        handles = result.handles or _OUT
+        self.record(
+            StepRecord(
+                key=run.key, node_id=node.id, scope=run.frame.scope, status=NodeStatus.SUCCEEDED,
+                output=output, fired_handles=tuple(handles),
+            ),
+            NodeLogRecord(
+                node_id=node.id, node_type=node.type, scope=run.frame.scope,
+                status=NodeStatus.SUCCEEDED, attempt=run.attempt, started_at=run.started_at,
+                finished_at=now, input=result.input, output=output, token_usage=result.token_usage,
+            ),
+        )
+        self.complete_node(run, output, handles, starts)
+
+    def _park(self, run: NodeRun, result: NodeResult) -> None:
+        pause = result.pause
+        assert pause is not None
+        node = run.node
+        info = PausedNodeInfo(
+            node_id=node.id, scope=run.frame.scope, reason=pause.reason,
+            input_schema=pause.input_schema, wake_at=pause.wake_at,
+        )
+        run.parked = info
+        run.frame.open[node.id] = run
+        self.record(
+            StepRecord(
+                key=run.key, node_id=node.id, scope=run.frame.scope, status=NodeStatus.PAUSED,
+                data={
+                    "reason": pause.reason, "inputSchema": pause.input_schema,
+                    "wakeAt": pause.wake_at, "attempt": run.attempt,
+                    "startedAt": run.started_at,
+                },
+            ),
+            NodeLogRecord(
+                node_id=node.id, node_type=node.type, scope=run.frame.scope,
+                status=NodeStatus.PAUSED, attempt=run.attempt, started_at=run.started_at,
+                input=result.input,
+            ),
+        )
+        self._park_or_resume(run)
+
+    def _park_or_resume(self, run: NodeRun) -> None:
+        queue = self.pending_resumes.get(run.key)
+        if queue:
+            resume = queue.popleft()
+            if not queue:
+                del self.pending_resumes[run.key]
+            self._resume_parked(run, resume)
+        else:
+            self.parked[run.key] = run
+
+    def _resume_parked(self, run: NodeRun, resume: Resume) -> None:
+        run.resume = resume
+        run.parked = None
+        run.frame.open.pop(run.node.id, None)
+        self.event(
+            "execution:resumed",
+            payload={"nodeId": run.node.id, "scope": scope_json(run.frame.scope)},
+        )
+        self.ready.append(run)
+
+    # ------------------------------------------------------------------ settling
+    def complete_node(
+        self, run: NodeRun, output: Any, handles: Sequence[str], starts: list[NodeRun]
+    ) -> None:
+        """``run`` finished with ``output``: fire ``handles``, settle successors, free memory."""
+        run.finished = True
+        node = run.node
+        frame = run.frame
+        frame.open.pop(node.id, None)
+        plan = self.plan
+        nid = node.id
+        if plan.retain_all or nid in plan.keep or plan.reader_count.get(nid, 0):
+            frame.outputs[nid] = output
+            if nid in plan.output_nodes:
+                self.outputs[str(node.config.get("name") or nid)] = output
+            elif nid in plan.leaf_outputs and frame is self.top:
+                self.outputs[nid] = output
+        self._propagate(frame, node, handles, starts)
+
+    def fail_node(self, run: NodeRun, error: dict[str, Any], starts: list[NodeRun]) -> None:
+        """``run`` failed after its retries: route down its error edges, or fail its frame."""
+        node = run.node
+        routed = node.id in self.plan.has_error_edge
+        self.event("node:error", run=run, payload={"error": error})
+        now = time.time()
+        self.record(
+            StepRecord(
+                key=run.key, node_id=node.id, scope=run.frame.scope, status=NodeStatus.FAILED,
+                error=error, fired_handles=_ERROR if routed else (),
+            ),
+            NodeLogRecord(
+                node_id=node.id, node_type=node.type, scope=run.frame.scope,
+                status=NodeStatus.FAILED, attempt=run.attempt, started_at=run.started_at or now,
+                finished_at=now, error=error,
+            ),
+        )
+        self.settle_failure(run, error, routed, starts)
+
+    def settle_failure(
+        self, run: NodeRun, error: dict[str, Any], routed: bool, starts: list[NodeRun]
+    ) -> None:
+        run.finished = True
+        run.frame.open.pop(run.node.id, None)
+        if routed:
+            self.complete_node(run, {"error": error}, _ERROR, starts)
+        else:
+            self.fail_frame(run.frame, error, starts)
+
+    def _propagate(
+        self, frame: Frame, node: CompiledNode, handles: Sequence[str], starts: list[NodeRun]
+    ) -> None:
+        """Settle ``node``'s outgoing edges in ``frame`` and everything that cascades from it."""
+        nodes = self.nodes
+        edges = self.plan.edges
+        edge_handles = self.plan.edge_handles
+        counts = frame.counts
+        stack: list[tuple[CompiledNode, Sequence[str]]] = [(node, handles)]
+        while stack:
+            src, fired = stack.pop()
+            for e in src.outgoing:
+                target = nodes[edges[e].target]
+                c = counts.get(target.id)
+                if c is None:
+                    c = counts[target.id] = [0, 0]
+                c[0] += 1
+                if edge_handles[e] in fired:
+                    c[1] += 1
+                if c[0] == len(target.incoming):
+                    del counts[target.id]
+                    if c[1]:
+                        starts.append(NodeRun.of(target, frame))
+                    else:
+                        self._skip(frame, target)
+                        stack.append((target, ()))
+            self._settled(frame, src.id, starts)
+            if frame.closed:
+                return
+
+    def _skip(self, frame: Frame, node: CompiledNode) -> None:
+        key = scope_key(node.id, frame.scope)
+        if self.replay and self.replay.pop(key, None) is not None:
+            return  # already in the log
+        self.event("node:skipped", node=node, scope=frame.scope, payload={})
+        now = time.time()
+        self.record(
+            StepRecord(key=key, node_id=node.id, scope=frame.scope, status=NodeStatus.SKIPPED),
+            NodeLogRecord(
+                node_id=node.id, node_type=node.type, scope=frame.scope,
+                status=NodeStatus.SKIPPED, attempt=0, started_at=now, finished_at=now,
+            ),
+        )
+
+    def _settled(self, frame: Frame, nid: str, starts: list[NodeRun]) -> None:
+        plan = self.plan
+        released = plan.releases.get(nid)
+        if released:
+            outputs = frame.outputs
+            left = frame.readers_left
+            for x in released:
+                if x in outputs and x not in plan.keep and not plan.retain_all:
+                    n = left.get(x, plan.reader_count[x]) - 1
+                    if n <= 0:
+                        del outputs[x]
+                        left.pop(x, None)
+                    else:
+                        left[x] = n
+        frame.pending -= 1
+        if frame.pending == 0 and not frame.closed:
+            self.frame_done(frame, starts)
+
+    # ------------------------------------------------------------------ containers
+    def _start_container(self, run: NodeRun, starts: list[NodeRun]) -> None:
+        from .containers import make_container
+
+        frame = run.frame
+        frame.open[run.node.id] = run
+        run.started_at = time.time()
+        decided = f"{run.key}#start" in self.replay
+        if run.key in self.open_logged or decided:
+            self.open_logged.discard(run.key)
+        else:
+            self.event("node:started", run=run, payload={})
+        run.attempt = 1
+        container = make_container(self, run)
+        run.container = container
+        try:
+            container.start(starts)
+        except NodeFailure as exc:
+            container.close()
+            self.fail_node(run, exc.to_error(run.node.id), starts)
+
+    def decision(self, run: NodeRun, name: str, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """A container decision: the recorded one on a replay, else ``make()`` recorded now."""
+        key = f"{run.key}#{name}"
+        step = self.replay.pop(key, None) if self.replay else None
+        if step is not None and step.data is not None:
+            return step.data
+        data = make()
+        self.record(
+            StepRecord(
+                key=key, node_id=run.node.id, scope=run.frame.scope, status=NodeStatus.RUNNING,
+                data=data,
+            )
+        )
+        return data
+
+    def container_completed(self, run: NodeRun, results: list[Any], starts: list[NodeRun]) -> None:
+        node = run.node
+        output = {"results": results}
+        try:
+            check_output_size(node.id, output, self.max_output)
+        except NodeFailure as exc:
+            self.fail_node(run, exc.to_error(node.id), starts)
+            return
+        self.event("node:completed", run=run, payload={"output": output})
+        now = time.time()
+        self.record(
+            StepRecord(
+                key=run.key, node_id=node.id, scope=run.frame.scope, status=NodeStatus.SUCCEEDED,
+                output=output, fired_handles=_OUT,
+            ),
+            NodeLogRecord(
+                node_id=node.id, node_type=node.type, scope=run.frame.scope,
+                status=NodeStatus.SUCCEEDED, attempt=1, started_at=run.started_at,
+                finished_at=now, output=output,
+            ),
+        )
+        self.complete_node(run, output, _OUT, starts)
+
+    # ------------------------------------------------------------------ replay
+    def _apply_step(self, run: NodeRun, step: StepRecord, starts: list[NodeRun]) -> None:
+        """A committed step: take its result without running the node or emitting events."""
+        status = step.status
+        if status is NodeStatus.SUCCEEDED:
+            self.complete_node(run, step.output, step.fired_handles or _OUT, starts)
+        elif status is NodeStatus.FAILED:
+            routed = bool(step.fired_handles)
+            self.settle_failure(run, step.error or {}, routed, starts)
+        elif status is NodeStatus.SKIPPED:
+            # A skip is re-derived by _propagate; a stray one means the graph changed under us.
+            self.complete_node(run, None, (), starts)
+        elif status is NodeStatus.PAUSED:
+            data = step.data or {}
+            run.attempt = int(data.get("attempt") or 1)
+            run.started_at = float(data.get("startedAt") or 0.0)
+            run.parked = PausedNodeInfo(
+                node_id=run.node.id, scope=run.frame.scope, reason=data.get("reason") or "",
+                input_schema=data.get("inputSchema"), wake_at=data.get("wakeAt"),
+            )
+            run.frame.open[run.node.id] = run
+            self._park_or_resume(run)
+        else:  # RUNNING/CANCELLED: not a result; run it again
+            if run.node.is_container:
+                self._start_container(run, starts)
+            else:
+                self.ready.append(run)
+
+    # ------------------------------------------------------------------ the end
+    def _complete_execution(self) -> None:
+        if self.finishing:
+            return
+        self.finishing = True
+        self.status = "SUCCEEDED"
+        self.event("execution:completed", payload={"outputs": self.outputs})
+        self._finalize(
+            ControlUpdate(status="SUCCEEDED", outputs=self.outputs, variables=dict(self.variables), release_lease=True)
+        )
+
+    def _fail_execution(self, error: dict[str, Any]) -> None:
+        if self.finishing:
+            return
+        self.finishing = True
+        self.cancel_frame(self.top)
+        self._end_orphans()
+        self.status = "FAILED"
+        self.error = error
+        self.event("execution:failed", payload={"error": error})
+        self._finalize(
+            ControlUpdate(status="FAILED", error=error, variables=dict(self.variables), release_lease=True)
+        )
+
+    def _pause(self) -> None:
+        self.finishing = True
+        self.status = "PAUSED"
+        paused = [r.parked for r in self.parked.values() if r.parked is not None]
+        self.event(
+            "execution:paused",
+            payload={
+                "pausedNodes": [
+                    {
+                        "nodeId": p.node_id, "scope": scope_json(p.scope), "reason": p.reason,
+                        "inputSchema": p.input_schema,
+                    }
+                    for p in paused
+                ]
+            },
+        )
+        wakes = [p.wake_at for p in paused if p.wake_at is not None]
+        self._finalize(
+            ControlUpdate(
+                status="PAUSED", paused_nodes=paused, variables=dict(self.variables),
+                wake_at=min(wakes) if wakes else None, release_lease=True,
+            )
+        )
+
+    def _finalize(self, control: ControlUpdate) -> None:
+        if self.token_usage is not None:
+            control.token_usage = dict(self.token_usage)
+        if self.pending_resumes:
+            # Resumes for nodes this run never parked (stale or duplicate): report them consumed
+            # so the queue cannot replay them forever; the log says why.
+            for queue in self.pending_resumes.values():
+                for r in queue:
+                    log.warning(
+                        "execution %s: resume %s for %s matched no parked node",
+                        self.execution_id, r.resume_id, r.node_id,
+                    )
+                    if r.resume_id:
+                        control.applied_resume_ids.append(r.resume_id)
+            self.pending_resumes.clear()
+        self.journal.control(control)
+        self.journal.commit()
+        self.loop.create_task(self._close())
+
+    async def _close(self) -> None:
+        from .engine import Outcome
+
+        try:
+            await self.journal.drain()
+        except BaseException as exc:  # noqa: BLE001 - the store failed: the caller must know
+            for task in list(self.tasks):
+                task.cancel()
+            if not self.done.done():
+                self.done.set_exception(exc)
+            return
+        tasks = list(self.tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        if not self.done.done():
+            self.done.set_result(
+                Outcome(
+                    status=self.status,
+                    outputs=self.outputs if self.status == "SUCCEEDED" else {},
+                    error=self.error,
+                    paused_nodes=[r.parked for r in self.parked.values() if r.parked is not None],
+                    variables=dict(self.variables),
+                    token_usage=dict(self.token_usage) if self.token_usage else None,
+                )
+            )
+
+
+class _LazyResolver:
+    """Builds the node run's reference resolver on first use (most nodes of a chain never do)."""
+
+    __slots__ = ("_ex", "_frame", "_real")
+
+    def __init__(self, ex: ExecutionRun, frame: Frame) -> None:
+        self._ex = ex
+        self._frame = frame
+        self._real: Resolver | None = None
+
+    def _get(self) -> Resolver:
+        if self._real is None:
+            self._real = self._ex.resolver_for(self._frame)
+        return self._real
+
+    def render(self, value: Any) -> Any:
+        return self._get().render(value)
+
+    def evaluate(self, expression: str) -> Any:
+        return self._get().evaluate(expression)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._get(), name)
