@@ -74,7 +74,7 @@ class Upstreams:
             self.dag_builder.CompileWorkflow,
             dag_builder_pb2.CompileWorkflowRequest(workflow=definition),
         )
-        if not resp.valid and resp.diagnostics:
+        if not resp.valid:
             diagnostics = [diagnostic_view(d) for d in resp.diagnostics]
             raise InvalidArgument(_summary(diagnostics), details={"diagnostics": diagnostics})
         return resp.dag
