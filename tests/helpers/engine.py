@@ -5,6 +5,11 @@
 acceptance case (``/work/shared/acceptance/cases``) the way ``run.py`` does through the gateway:
 same steps (pause/resume/cancel/sleep), same expectations and the same event-log invariants
 (``check_event_log``/``check_events`` are imported from ``run.py`` itself).
+
+Test doubles and builders: ``Script`` stands in for the ``wait`` handler on the node ids a test
+scripts (sleep, fail, flake, ...) and counts calls, concurrency and cancellations; other ``wait``
+nodes keep the real handler. ``wf``/``W``/``T``/``O``/``L``/``P`` build SPEC JSON workflows that the
+real dag-builder compiles; ``trace`` turns an event list into readable lines.
 """
 
 from __future__ import annotations
@@ -13,12 +18,13 @@ import asyncio
 import importlib.util
 import json
 import sys
-from collections.abc import Iterator, Mapping
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 import weft_executor.handlers  # noqa: F401 - registers the built-in handlers
 from weft_common.compiled import CompiledDag
@@ -26,7 +32,8 @@ from weft_common.workflow import definition_from_json
 from weft_dag_builder import compile_workflow
 from weft_executor import Engine, Outcome, Resume, RunHandle
 from weft_executor.memory_store import RecordingStore
-from weft_executor.records import NodeLogRecord, StepRecord, scope_json
+from weft_executor.handlers.base import HANDLERS, NodeContext, NodeFailure, NodeResult
+from weft_executor.records import NodeLogRecord, StepRecord, scope_json, scope_key
 from weft_executor.settings import ExecutorSettings
 
 ACCEPTANCE = Path("/work/shared/acceptance")
@@ -269,3 +276,156 @@ async def _terminal(run: Run, timeout: float) -> Outcome:
 
 def steps_by_key(store: RecordingStore) -> dict[str, StepRecord]:
     return dict(store.steps)
+
+
+# ---------------------------------------------------------------- test doubles
+Behaviour = Callable[[NodeContext], Awaitable[NodeResult]]
+
+
+class Script:
+    """Install with ``Script.install(monkeypatch)``: replaces ``HANDLERS["wait"]`` for the test."""
+
+    type: ClassVar[str] = "wait"
+
+    @classmethod
+    def install(cls, monkeypatch: Any) -> Script:
+        script = cls(HANDLERS["wait"])
+        monkeypatch.setitem(HANDLERS, "wait", script)
+        return script
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.behaviours: dict[str, Behaviour] = {}
+        self.calls: Counter[str] = Counter()
+        self.running = 0
+        self.max_running = 0
+        self.cancelled: list[str] = []
+        self.finished: list[str] = []
+
+    def on(self, node_id: str, behaviour: Behaviour) -> None:
+        self.behaviours[node_id] = behaviour
+
+    async def execute(self, ctx: NodeContext) -> NodeResult:
+        fn = self.behaviours.get(ctx.node.id)
+        if fn is None:
+            return await self.real.execute(ctx)  # type: ignore[no-any-return]
+        key = scope_key(ctx.node.id, ctx.scope)
+        self.calls[key] += 1
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+        try:
+            result = await fn(ctx)
+            self.finished.append(key)
+            return result
+        except asyncio.CancelledError:
+            self.cancelled.append(key)
+            raise
+        finally:
+            self.running -= 1
+
+
+def sleep(seconds: float, output: Any = "slept") -> Behaviour:
+    async def run(ctx: NodeContext) -> NodeResult:
+        await asyncio.sleep(seconds)
+        return NodeResult(output=output)
+
+    return run
+
+
+def value(output: Any = None, **kw: Any) -> Behaviour:
+    async def run(ctx: NodeContext) -> NodeResult:
+        return NodeResult(output=output, **kw)
+
+    return run
+
+
+def fail(message: str = "boom", code: str = "E_TEST", *, status: int | None = None,
+         retryable: bool = True, after: float = 0.0) -> Behaviour:
+    async def run(ctx: NodeContext) -> NodeResult:
+        if after:
+            await asyncio.sleep(after)
+        raise NodeFailure(message, code, status=status, retryable=retryable)
+
+    return run
+
+
+def flaky(failures: int, output: Any = "ok") -> Behaviour:
+    """Fails the first ``failures`` attempts (retryable), then returns ``output``."""
+
+    async def run(ctx: NodeContext) -> NodeResult:
+        if ctx.attempt <= failures:
+            raise NodeFailure(f"attempt {ctx.attempt} failed", "FLAKY")
+        return NodeResult(output={"output": output, "attempt": ctx.attempt})
+
+    return run
+
+
+def echo_scope() -> Behaviour:
+    async def run(ctx: NodeContext) -> NodeResult:
+        return NodeResult(output=[[s.container, s.index] for s in ctx.scope])
+
+    return run
+
+
+# ---------------------------------------------------------------- workflow builders
+def W(id: str, **kw: Any) -> dict[str, Any]:
+    """A ``wait`` node (scripted by tests through ``Script``)."""
+    return {"id": id, "type": "wait", "config": {"durationMs": 0}, **kw}
+
+
+def T(id: str, expression: str, **kw: Any) -> dict[str, Any]:
+    return {"id": id, "type": "transform", "config": {"expression": expression}, **kw}
+
+
+def O(id: str, value: Any, name: str | None = None, **kw: Any) -> dict[str, Any]:  # noqa: E743
+    cfg: dict[str, Any] = {"value": value}
+    if name:
+        cfg["name"] = name
+    return {"id": id, "type": "output", "config": cfg, **kw}
+
+
+def L(id: str, **config: Any) -> dict[str, Any]:
+    parent = config.pop("parent", None)
+    node = {"id": id, "type": "loop", "config": config}
+    if parent:
+        node["parent"] = parent
+    return node
+
+
+def P(id: str, **config: Any) -> dict[str, Any]:
+    parent = config.pop("parent", None)
+    node = {"id": id, "type": "parallel", "config": config}
+    if parent:
+        node["parent"] = parent
+    return node
+
+
+def wf(*nodes: dict[str, Any], edges: Any = (), variables: dict[str, Any] | None = None,
+       id: str = "t") -> dict[str, Any]:
+    """A workflow: a ``start`` node plus ``nodes``; edges as (source, target[, handle])."""
+    out: dict[str, Any] = {
+        "id": id,
+        "nodes": [{"id": "start", "type": "start"}, *nodes],
+        "edges": [
+            {"source": e[0], "target": e[1], **({"sourceHandle": e[2]} if len(e) > 2 else {})}
+            for e in edges
+        ],
+    }
+    if variables:
+        out["variables"] = variables
+    return out
+
+
+def trace(events: list[dict[str, Any]], *, with_scope: bool = False) -> list[str]:
+    """``["execution:started", "node:started a", ...]`` (``a@L:0`` with scopes)."""
+    out = []
+    for e in events:
+        nid = e.get("nodeId")
+        if nid is None:
+            out.append(e["type"])
+            continue
+        name = nid
+        if with_scope and e.get("scope"):
+            name += "@" + "/".join(f"{s['container']}:{s['index']}" for s in e["scope"])
+        out.append(f"{e['type']} {name}")
+    return out

@@ -387,7 +387,7 @@ class ExecutionRun:
         """Nothing runs, nothing is ready, nothing waits on a commit: pause or complete."""
         if (
             self.finishing or self.running or self.ready or self.inflight or self.work
-            or self.draining or self.top.closed
+            or self.draining or self.top.closed or self.holding
         ):
             return
         if self.parked:
