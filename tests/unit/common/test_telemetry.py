@@ -41,7 +41,9 @@ def tel() -> Iterator[TestTelemetry]:
 
 def test_node_spans_are_children_of_the_execution_span(tel: TestTelemetry) -> None:
     with execution_span("exec-1", "order_triage") as ex:
-        with node_span("fetch", "http", [("each_line", 2), ("branches", 0)], 3, execution_id="exec-1"):
+        with node_span(
+            "fetch", "http", [("each_line", 2), ("branches", 0)], 3, execution_id="exec-1"
+        ):
             record_node_status("SUCCEEDED")
         with node_span("summarize", "llm", execution_id="exec-1"):
             record_llm_usage("gpt-test", 12, 5)
@@ -50,7 +52,10 @@ def test_node_spans_are_children_of_the_execution_span(tel: TestTelemetry) -> No
     assert set(spans) == {"execution order_triage", "http fetch", "llm summarize"}
     execution = spans["execution order_triage"]
     assert execution.context.span_id == ex.get_span_context().span_id
-    assert execution.attributes == {"weft.execution.id": "exec-1", "weft.workflow.id": "order_triage"}
+    assert execution.attributes == {
+        "weft.execution.id": "exec-1",
+        "weft.workflow.id": "order_triage",
+    }
     fetch, summarize = spans["http fetch"], spans["llm summarize"]
     for node in (fetch, summarize):
         assert node.parent is not None and node.parent.span_id == execution.context.span_id
@@ -157,7 +162,10 @@ def test_metrics_count_what_happened(tel: TestTelemetry) -> None:
 
     assert tel.metric_value("weft.executions.finished", status="SUCCEEDED") - before_ok == 2
     assert tel.metric_value("weft.executions.finished", status="FAILED") - before_failed == 1
-    assert tel.metric_value("weft.llm.tokens", model="m-count", direction="output") - before_tokens == 10
+    assert (
+        tel.metric_value("weft.llm.tokens", model="m-count", direction="output") - before_tokens
+        == 10
+    )
     assert tel.metric_value("weft.ready_queue.depth") - before_depth == 3
     assert (
         tel.metric_value("weft.node.duration", node_type="http", status="SUCCEEDED") - before_nodes
@@ -249,7 +257,7 @@ async def test_outbound_httpx_requests_carry_traceparent(
     trace_id = format(span.get_span_context().trace_id, "032x")
     assert len(seen) == 2
     for headers in seen:
-        version, tid, parent_id, _flags = headers["traceparent"].split("-")
+        version, tid, _parent_id, _flags = headers["traceparent"].split("-")
         assert version == "00" and tid == trace_id
     http_spans = [s for s in tel.spans() if s.kind is SpanKind.CLIENT]
     assert len(http_spans) == 2

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -192,21 +193,28 @@ def setup_telemetry(
 
 def instrument_libraries() -> None:
     """Trace the libraries the services use, for every client/engine created from now on:
-    httpx (outbound ``traceparent``), SQLAlchemy (a span per statement) and redis."""
-    from opentelemetry.instrumentation.redis import RedisInstrumentor
-    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
-
+    httpx (outbound ``traceparent``), and SQLAlchemy (a span per statement) and redis when this
+    process imported them already (the state service; the others skip their import cost)."""
     from .telemetry_http import instrument_httpx_globally
 
     instrument_httpx_globally()
-    for instrumentor in (SQLAlchemyInstrumentor(), RedisInstrumentor()):
+    instrumentors: list[Any] = []
+    if "sqlalchemy" in sys.modules:
+        from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+        instrumentors.append(SQLAlchemyInstrumentor())
+    if "redis" in sys.modules:
+        from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+        instrumentors.append(RedisInstrumentor())
+    for instrumentor in instrumentors:
         if not instrumentor.is_instrumented_by_opentelemetry:
             try:
                 # SQLAlchemy 2.1 is newer than the instrumentation's declared range; its engine
-                # events are unchanged, and tests check that statements are traced.
+                # events are unchanged (tests check statements are traced).
                 instrumentor.instrument(skip_dep_check=True)
-            except Exception:  # a library missing from this image: nothing to trace there
-                log.debug("could not instrument %s", type(instrumentor).__name__, exc_info=True)
+            except Exception:
+                log.warning("could not instrument %s", type(instrumentor).__name__, exc_info=True)
 
 
 def _span_processor(name: str) -> Any:
@@ -245,7 +253,7 @@ def _start_prometheus(host: str, port: int) -> tuple[MetricReader, Any, int]:
     from prometheus_client import CollectorRegistry, start_http_server
 
     registry = CollectorRegistry()
-    reader = PrometheusMetricReader(registry=registry)
+    reader = PrometheusMetricReader(registry=registry, scope_info_enabled=False)
     server, _thread = start_http_server(port, addr=host, registry=registry)
     bound = server.server_address[1]
     log.info("Prometheus metrics on http://%s:%d/metrics", host, bound)

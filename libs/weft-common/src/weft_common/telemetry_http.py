@@ -35,7 +35,7 @@ def instrument_httpx_globally() -> None:
 
     instrumentor = HTTPXClientInstrumentor()
     if not instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.instrument()
+        instrumentor.instrument(skip_dep_check=True)
 
 
 def trace_httpx_client(client: ClientT) -> ClientT:
