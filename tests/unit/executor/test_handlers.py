@@ -54,6 +54,7 @@ def test_all_builtin_types_are_registered() -> None:
         "transform",
         "condition",
         "router",
+        "http",
         "wait",
         "approval",
         "setVariable",

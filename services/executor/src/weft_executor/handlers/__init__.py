@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import branching, llm, pausing, simple, start, transform  # noqa: F401  (registration)
+from . import branching, http, llm, pausing, simple, start, transform  # noqa: F401  (registration)
 from .base import HANDLERS, NodeContext, NodeFailure, NodeHandler, NodeResult, Pause, register
 
 __all__ = [

@@ -103,8 +103,12 @@ class RouterHandler:
 
 async def _route_by_llm(ctx: NodeContext) -> NodeResult:
     choice = await choose_route(ctx)
-    return NodeResult(output={"route": choice.route}, handles=(f"route:{choice.route}",),
-                      token_usage=choice.usage.to_json(), input=choice.input)
+    return NodeResult(
+        output={"route": choice.route},
+        handles=(f"route:{choice.route}",),
+        token_usage=choice.usage.to_json(),
+        input=choice.input,
+    )
 
 
 register(ConditionHandler())
