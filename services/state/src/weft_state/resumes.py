@@ -21,14 +21,14 @@ from weft_common import jsonutil
 from weft_common.errors import FailedPrecondition, InvalidArgument
 
 from .clock import utcnow
-from .domain import TERMINAL_STATUSES, ExecutionStatus, Scope, scope_key, scope_to_json
+from .domain import TERMINAL_STATUSES, ExecutionStatus, Scope, scope_key
 from .store import NL, PAUSE_CLAIMED, PAUSE_OPEN, E, P, StateStore
 
 __all__ = ["enqueue_resume", "validate_resume_input"]
 
 
 def _where(node_id: str, scope: Scope) -> str:
-    return node_id + (f" (scope {scope_to_json(scope)})" if scope else "")
+    return repr(node_id) + (f" (scope {scope_key(scope)})" if scope else "")
 
 
 def validate_resume_input(node_id: str, schema_json: str, value: Any) -> None:

@@ -1,0 +1,176 @@
+"""StreamEvents: replay + live tail with no gap and no duplicate at the seam; many subscribers;
+Redis down or across replicas; termination; NOT_FOUND."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+from helpers.db import Backend
+from state_support import Driver, ev, state_settings
+
+from weft_common import jsonutil
+from weft_common.errors import NotFound
+from weft_state.domain import ExecutionStatus, StoredEvent
+from weft_state.events import RedisBus
+from weft_state.server import build_store
+from weft_state.store import StateStore
+from weft_state.stream import stream_events
+
+
+async def collect(store: StateStore, eid: str, after: int = 0, **kw: object) -> list[StoredEvent]:
+    return [e async for e in stream_events(store, eid, after_seq=after, **kw)]  # type: ignore[arg-type]
+
+
+async def finish(driver: Driver, lease: object, version: int) -> None:
+    await driver.commit(lease, version, events=[ev("execution:completed")],  # type: ignore[arg-type]
+                        status=ExecutionStatus.SUCCEEDED)
+
+
+async def test_replay_then_tail_across_the_seam(driver: Driver) -> None:
+    """Subscribers join while a writer commits: each sees every event exactly once, in order."""
+    eid, lease = await driver.create()
+    assert lease
+    await driver.start(lease)
+    commits = 60
+
+    async def write() -> None:
+        for i in range(commits):
+            await driver.commit(lease, i + 1, events=[ev("node:started", f"n{i}"), ev("node:completed", f"n{i}")])
+            if i % 7 == 0:
+                await asyncio.sleep(0.005)
+        await finish(driver, lease, commits + 1)
+
+    async def late_subscriber(delay: float, after: int = 0) -> list[StoredEvent]:
+        await asyncio.sleep(delay)
+        return await collect(driver.store, eid, after)
+
+    writer = asyncio.create_task(write())
+    results = await asyncio.wait_for(
+        asyncio.gather(*(late_subscriber(d) for d in (0, 0.01, 0.03, 0.08, 0.2)), late_subscriber(0.05, after=5)),
+        60,
+    )
+    await writer
+    total = 1 + 2 * commits + 1
+    for got in results[:-1]:
+        assert [e.seq for e in got] == list(range(1, total + 1))
+        assert got[-1].type == "execution:completed"
+    assert [e.seq for e in results[-1]] == list(range(6, total + 1))
+
+
+async def test_stream_ends_at_once_when_already_terminal(driver: Driver) -> None:
+    eid, lease = await driver.create()
+    assert lease
+    await driver.start(lease)
+    await finish(driver, lease, 1)
+    assert [e.seq for e in await asyncio.wait_for(collect(driver.store, eid), 5)] == [1, 2]
+    # Replaying from the terminal event's seq returns exactly the (empty) tail and ends.
+    assert await asyncio.wait_for(collect(driver.store, eid, after=2), 5) == []
+    assert [e.seq for e in await asyncio.wait_for(collect(driver.store, eid, after=1), 5)] == [2]
+
+
+async def test_follow_after_terminal_keeps_the_stream_open(driver: Driver) -> None:
+    eid, lease = await driver.create()
+    assert lease
+    await driver.start(lease)
+    await finish(driver, lease, 1)
+    got: list[int] = []
+
+    async def follow() -> None:
+        async for e in stream_events(driver.store, eid, follow_after_terminal=True):
+            got.append(e.seq)
+
+    task = asyncio.create_task(follow())
+    await asyncio.sleep(0.3)
+    assert got == [1, 2] and not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_unknown_execution_and_other_owner_are_not_found(driver: Driver) -> None:
+    with pytest.raises(NotFound):
+        await collect(driver.store, "no-such-execution")
+    eid, _ = await driver.create(owner="alice")
+    with pytest.raises(NotFound):
+        await collect(driver.store, eid, owner="bob")
+
+
+async def _second_store(backend: Backend, **kw: object) -> StateStore:
+    return await build_store(state_settings(backend, **kw))
+
+
+async def test_dead_redis_loses_no_event(backend: Backend) -> None:
+    """Two replicas whose Redis is unreachable: the subscriber on one still gets every event the
+    other commits (by polling the database). On SQLite: two stores with in-process buses, which
+    share nothing but the file."""
+    dead = dataclasses.replace(backend, redis_url="redis://127.0.0.1:1/0") if backend.redis_url else backend
+    reader = await _second_store(dead, stream_poll_ms=100)
+    writer = await _second_store(dead)
+    try:
+        if backend.redis_url:
+            assert isinstance(reader.bus, RedisBus)
+        wdriver = Driver(writer)
+        eid, lease = await wdriver.create()
+        assert lease
+        await wdriver.start(lease)
+        stream = asyncio.create_task(collect(reader, eid))
+        for i in range(20):
+            await wdriver.commit(lease, i + 1, events=[ev("node:completed", f"n{i}")])
+            await asyncio.sleep(0.01)
+        await finish(wdriver, lease, 21)
+        got = await asyncio.wait_for(stream, 20)
+        assert [e.seq for e in got] == list(range(1, 23))
+    finally:
+        for s in (reader, writer):
+            await s.bus.close()
+            await s.db.close()
+
+
+async def test_events_cross_replicas_through_redis(postgres_backend: Backend) -> None:
+    """With Redis up, a subscriber on another replica hears commits live (its database poll is
+    set to a minute, far beyond the test's patience)."""
+    reader = await _second_store(postgres_backend, stream_poll_ms=60_000)
+    writer = await _second_store(postgres_backend)
+    try:
+        assert isinstance(reader.bus, RedisBus) and isinstance(writer.bus, RedisBus)
+        for _ in range(100):
+            if reader.bus.connected and writer.bus.connected:
+                break
+            await asyncio.sleep(0.05)
+        wdriver = Driver(writer)
+        eid, lease = await wdriver.create()
+        assert lease
+        stream = asyncio.create_task(collect(reader, eid))
+        await asyncio.sleep(0.2)  # the reader has replayed (nothing) and is tailing
+        await wdriver.start(lease)
+        for i in range(10):
+            await wdriver.commit(lease, i + 1, events=[ev("node:completed", f"n{i}", output=i)])
+        await finish(wdriver, lease, 11)
+        got = await asyncio.wait_for(stream, 10)
+        assert [e.seq for e in got] == list(range(1, 13))
+        assert jsonutil.loads(got[5].payload_json)["output"] == 4
+    finally:
+        for s in (reader, writer):
+            await s.bus.close()
+            await s.db.close()
+
+
+async def test_missed_publish_is_recovered_from_the_database(driver: Driver) -> None:
+    """A gap in live events (a lost publish) sends the stream back to the database."""
+    eid, lease = await driver.create()
+    assert lease
+    await driver.start(lease)
+    stream = asyncio.create_task(collect(driver.store, eid))
+    await asyncio.sleep(0.1)
+    publish = driver.store.bus.publish
+    driver.store.bus.publish = lambda *a, **k: None  # type: ignore[method-assign]
+    try:
+        await driver.commit(lease, 1, events=[ev("node:completed", "lost")])
+    finally:
+        driver.store.bus.publish = publish  # type: ignore[method-assign]
+    await driver.commit(lease, 2, events=[ev("node:completed", "seen")])
+    await finish(driver, lease, 3)
+    got = await asyncio.wait_for(stream, 10)
+    assert [(e.seq, e.node_id) for e in got] == [(1, ""), (2, "lost"), (3, "seen"), (4, "")]
