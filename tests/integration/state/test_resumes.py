@@ -69,13 +69,13 @@ async def test_resume_validates_claims_once_and_is_applied(driver: Driver) -> No
     )
     loaded = await load_execution(driver.store, lease)
     assert loaded.resumes == [] and loaded.execution.paused_nodes == ()
-    with pytest.raises(FailedPrecondition, match="already resumed|not paused"):
+    with pytest.raises(FailedPrecondition, match=r"already resumed|not paused"):
         await enqueue_resume(driver.store, eid, "approve", input_json='{"approved": true}')
 
 
 async def test_resume_errors(driver: Driver) -> None:
     eid, _ = await paused_execution(driver)
-    with pytest.raises(FailedPrecondition, match="node 'elsewhere' of execution .* is not paused"):
+    with pytest.raises(FailedPrecondition, match=r"node 'elsewhere' of execution .* is not paused"):
         await enqueue_resume(driver.store, eid, "elsewhere", input_json="{}")
     with pytest.raises(NotFound):
         await enqueue_resume(driver.store, "no-such-execution", "approve", input_json="{}")
