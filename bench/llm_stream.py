@@ -28,6 +28,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -42,12 +43,17 @@ from helpers.fake_openai import FakeOpenAI, Reply  # noqa: E402
 from weft_common.compiled import CompiledNode  # noqa: E402
 from weft_executor.handlers.base import NodeContext  # noqa: E402
 from weft_executor.handlers.llm import LLMHandler  # noqa: E402
+from weft_executor.settings import ExecutorSettings  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "llm_stream.json"
 _STAMP = re.compile(r"@(\d+);")
 
 # A path: (fake, reply, on_chunk(text)) -> awaitable that completes when the answer is done.
 Path_ = Callable[[FakeOpenAI, Reply, Callable[[str], None]], Awaitable[None]]
+
+
+# The fake provider is on loopback: allow private addresses, as embedded mode does.
+_SERVICES = SimpleNamespace(settings=ExecutorSettings.model_construct(http_allow_private=True))
 
 
 class _Resolver:
@@ -89,7 +95,7 @@ async def path_handler(fake: FakeOpenAI, reply: Reply, on_chunk: Callable[[str],
     fake.script(reply)
     ctx = NodeContext(
         execution_id="bench", scope=(), attempt=1, resolver=_Resolver(),
-        idempotency_key="bench", emit_chunk=on_chunk,
+        idempotency_key="bench", emit_chunk=on_chunk, services=_SERVICES,
         node=CompiledNode(id="chat", type="llm", config={
             "baseUrl": fake.base_url, "model": "bench-model", "apiKey": "k", "prompt": "bench"}),
     )

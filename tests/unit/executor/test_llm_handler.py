@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from weft_executor.handlers.base import NodeContext, NodeFailure, NodeResult
 from weft_executor.handlers.llm import LLMHandler
 from weft_executor.llm.usage import estimator_name
 from weft_executor.resolve import ReferenceResolver
+from weft_executor.settings import ExecutorSettings
 
 SECRET = "sk-test-secret-4242"
 
@@ -31,15 +33,28 @@ def _clean(fake: FakeOpenAI) -> None:
     fake.reset()
 
 
-def make_ctx(config: dict[str, Any], chunks: list[str], *, node_id: str = "chat",
-             inputs: dict[str, Any] | None = None) -> NodeContext:
+LOOPBACK_OK = SimpleNamespace(settings=ExecutorSettings.model_construct(http_allow_private=True))
+
+
+def make_ctx(
+    config: dict[str, Any],
+    chunks: list[str],
+    *,
+    node_id: str = "chat",
+    inputs: dict[str, Any] | None = None,
+    services: Any = LOOPBACK_OK,
+) -> NodeContext:
     roots = {"start": inputs or {"word": "hello"}}
 
     def lookup(name: str) -> Any:
         return roots[name]
 
-    resolver = ReferenceResolver(lookup, execution_id="exec-1", env_allow=("LLM_",),
-                                 environ={"LLM_KEY": SECRET, "OTHER_KEY": "nope"})
+    resolver = ReferenceResolver(
+        lookup,
+        execution_id="exec-1",
+        env_allow=("LLM_",),
+        environ={"LLM_KEY": SECRET, "OTHER_KEY": "nope"},
+    )
     return NodeContext(
         execution_id="exec-1",
         node=CompiledNode(id=node_id, type="llm", config=config),
@@ -48,6 +63,7 @@ def make_ctx(config: dict[str, Any], chunks: list[str], *, node_id: str = "chat"
         resolver=resolver,
         idempotency_key="exec-1:chat",
         emit_chunk=chunks.append,
+        services=services,
     )
 
 
@@ -76,11 +92,11 @@ def everything_visible(result: NodeResult | NodeFailure) -> str:
     """All text a user could ever see from this run (output, node-log input, error)."""
     if isinstance(result, NodeFailure):
         return json.dumps({"message": result.message, "error": result.to_error("chat")})
-    return json.dumps({"output": result.output, "input": result.input,
-                       "usage": result.token_usage})
+    return json.dumps({"output": result.output, "input": result.input, "usage": result.token_usage})
 
 
 # ---------------------------------------------------------------------------- streaming
+
 
 async def test_stream_emits_chunks_in_order_and_uses_provider_usage(fake: FakeOpenAI) -> None:
     chunks: list[str] = []
@@ -129,6 +145,26 @@ async def test_chunks_go_out_while_the_provider_is_still_generating(fake: FakeOp
     assert await asyncio.to_thread(fake.wait_for_disconnect, 0, 10.0)
 
 
+async def test_a_second_cancel_during_cleanup_still_closes_the_connection(
+    fake: FakeOpenAI,
+) -> None:
+    # The engine cancels a node's task, then cancels every task again when the execution
+    # closes: the second cancel must not interrupt httpx's cleanup and leak the connection.
+    fake.script(Reply(chunks=["one", " two"], stall_after=1))
+    chunks: list[str] = []
+    task = asyncio.create_task(run(fake, chunks))
+    for _ in range(500):
+        if chunks:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await asyncio.to_thread(fake.wait_for_disconnect, 0, 10.0)
+
+
 async def test_cancel_before_the_first_chunk_closes_the_connection(fake: FakeOpenAI) -> None:
     fake.script(Reply(chunks=["never"], stall_after=0))
     task = asyncio.create_task(run(fake, []))
@@ -147,13 +183,17 @@ async def test_missing_usage_is_estimated_with_the_bundled_tokenizer(fake: FakeO
     # OpenAI's chat counting: 3 per message + role + content, plus 3 to prime the reply.
     expected_in = 3 + len(enc.encode("user")) + len(enc.encode("please say hello")) + 3
     assert estimator_name() == "tiktoken:cl100k_base"
-    assert result.output["usage"] == {"inputTokens": expected_in, "outputTokens": 2,
-                                      "estimated": True}
+    assert result.output["usage"] == {
+        "inputTokens": expected_in,
+        "outputTokens": 2,
+        "estimated": True,
+    }
     assert result.token_usage == result.output["usage"]
 
 
-async def test_estimate_falls_back_to_four_chars_per_token(fake: FakeOpenAI,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_estimate_falls_back_to_four_chars_per_token(
+    fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from weft_executor.llm import usage
 
     monkeypatch.setattr(usage, "_encoder", None)
@@ -167,6 +207,7 @@ async def test_estimate_falls_back_to_four_chars_per_token(fake: FakeOpenAI,
 
 # ---------------------------------------------------------------------------- non-streaming
 
+
 async def test_non_streaming_call_returns_the_same_output_without_chunks(fake: FakeOpenAI) -> None:
     chunks: list[str] = []
     result = await run(fake, chunks, stream=False, temperature=0.2, maxTokens=64)
@@ -177,9 +218,12 @@ async def test_non_streaming_call_returns_the_same_output_without_chunks(fake: F
     assert "stream" not in body and "stream_options" not in body
     assert body["temperature"] == 0.2 and body["max_tokens"] == 64
     assert result.input == {
-        "baseUrl": fake.base_url, "model": "fake-model", "stream": False,
+        "baseUrl": fake.base_url,
+        "model": "fake-model",
+        "stream": False,
         "messages": [{"role": "user", "content": "please say hello"}],
-        "temperature": 0.2, "maxTokens": 64,
+        "temperature": 0.2,
+        "maxTokens": 64,
     }
 
 
@@ -202,11 +246,15 @@ async def test_prompt_and_system_become_messages(fake: FakeOpenAI) -> None:
 
 
 async def test_messages_keep_roles_and_render_non_text_values(fake: FakeOpenAI) -> None:
-    cfg = base_config(fake, system="sys", messages=[
-        {"role": "user", "content": "{{start}}"},
-        {"role": "assistant", "content": "ok"},
-        {"role": "user", "content": "and {{start.word}}?"},
-    ])
+    cfg = base_config(
+        fake,
+        system="sys",
+        messages=[
+            {"role": "user", "content": "{{start}}"},
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "and {{start.word}}?"},
+        ],
+    )
     await LLMHandler().execute(make_ctx(cfg, []))
     assert fake.requests[0].body["messages"] == [
         {"role": "system", "content": "sys"},
@@ -217,6 +265,7 @@ async def test_messages_keep_roles_and_render_non_text_values(fake: FakeOpenAI) 
 
 
 # ---------------------------------------------------------------------------- errors
+
 
 async def test_401_is_llm_auth_not_retryable_and_hides_the_key(fake: FakeOpenAI) -> None:
     fake.script(Reply(status=401, error_message=f"Incorrect API key provided: {SECRET}"))
@@ -280,8 +329,15 @@ async def test_drop_mid_stream_keeps_the_partial_content_and_is_not_retried(
 async def test_stream_ending_without_a_finish_is_broken(fake: FakeOpenAI) -> None:
     # The body ends cleanly but the provider never said it finished (no finish_reason, no
     # [DONE]): the answer may be cut short, so it is not passed off as complete.
-    fake.script(Reply(chunks=["par", "tial"], stall_after=None, drop_after=None,
-                      send_done=False, finish_reason=""))
+    fake.script(
+        Reply(
+            chunks=["par", "tial"],
+            stall_after=None,
+            drop_after=None,
+            send_done=False,
+            finish_reason="",
+        )
+    )
     chunks: list[str] = []
     err = await fail(fake, chunks)
     assert err.code == "LLM_STREAM_BROKEN"
@@ -293,6 +349,22 @@ async def test_the_env_key_never_appears_in_output_or_node_log(fake: FakeOpenAI)
     assert fake.requests[0].headers["authorization"] == f"Bearer {SECRET}"
     assert SECRET not in everything_visible(result)
     assert "apiKey" not in result.input
+
+
+async def test_loopback_is_refused_unless_the_operator_allows_private(fake: FakeOpenAI) -> None:
+    strict = SimpleNamespace(settings=ExecutorSettings.model_construct(http_allow_private=False))
+    with pytest.raises(NodeFailure) as info:
+        await LLMHandler().execute(make_ctx(base_config(fake), [], services=strict))
+    assert (info.value.code, info.value.retryable) == ("URL_BLOCKED", False)
+    assert "WEFT_HTTP_ALLOW_PRIVATE" in info.value.message
+    assert fake.requests == []
+
+
+async def test_cloud_metadata_is_refused_even_when_private_is_allowed(fake: FakeOpenAI) -> None:
+    # Refused before any connection is attempted: no packet leaves the machine.
+    err = await fail(fake, [], baseUrl="http://169.254.169.254/v1")
+    assert (err.code, err.retryable) == ("URL_BLOCKED", False)
+    assert "metadata" in err.message
 
 
 async def test_env_name_not_allowed_fails_before_any_request(fake: FakeOpenAI) -> None:
@@ -312,8 +384,9 @@ async def test_env_name_not_allowed_fails_before_any_request(fake: FakeOpenAI) -
         ({"stream": "yes"}, "config.stream"),
     ],
 )
-async def test_bad_config_names_the_node_and_field(fake: FakeOpenAI, change: dict[str, Any],
-                                                   field: str) -> None:
+async def test_bad_config_names_the_node_and_field(
+    fake: FakeOpenAI, change: dict[str, Any], field: str
+) -> None:
     err = await fail(fake, [], **change)
     assert err.code == "CONFIG_INVALID" and not err.retryable
     assert "'chat'" in err.message and field in err.message

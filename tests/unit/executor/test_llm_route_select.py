@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from weft_executor.llm.route_select import (
     select_route_with_llm,
 )
 from weft_executor.resolve import ReferenceResolver
+from weft_executor.settings import ExecutorSettings
 
 ROUTES = [
     {"id": "billing", "description": "Invoices, refunds and payments"},
@@ -47,12 +49,21 @@ def router_ctx(fake: FakeOpenAI, **extra: Any) -> NodeContext:
     }
     config.update(extra)
     roots = {"start": {"message": "I was charged twice, {{env.LLM_KEY}}"}}
-    resolver = ReferenceResolver(roots.__getitem__, execution_id="e", env_allow=("LLM_",),
-                                 environ={"LLM_KEY": "sk-router"})
-    return NodeContext(execution_id="e", node=CompiledNode(id="triage", type="router",
-                                                           config=config),
-                       scope=(), attempt=1, resolver=resolver, idempotency_key="k",
-                       emit_chunk=lambda _t: None)
+    resolver = ReferenceResolver(
+        roots.__getitem__, execution_id="e", env_allow=("LLM_",), environ={"LLM_KEY": "sk-router"}
+    )
+    return NodeContext(
+        execution_id="e",
+        node=CompiledNode(id="triage", type="router", config=config),
+        scope=(),
+        attempt=1,
+        resolver=resolver,
+        idempotency_key="k",
+        emit_chunk=lambda _t: None,
+        services=SimpleNamespace(
+            settings=ExecutorSettings.model_construct(http_allow_private=True)
+        ),
+    )
 
 
 async def test_the_model_picks_a_route_from_the_descriptions(fake: FakeOpenAI) -> None:

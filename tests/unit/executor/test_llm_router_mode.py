@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from weft_dag_builder.compiler import validate_workflow
 from weft_executor.handlers import HANDLERS
 from weft_executor.handlers.base import NodeContext, NodeFailure
 from weft_executor.resolve import ReferenceResolver
+from weft_executor.settings import ExecutorSettings
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +27,10 @@ def fake() -> Iterator[FakeOpenAI]:
 def router_config(fake: FakeOpenAI) -> dict[str, Any]:
     return {
         "mode": "llm",
-        "routes": [{"id": "refund", "description": "The customer wants money back"},
-                   {"id": "other", "description": "Anything else"}],
+        "routes": [
+            {"id": "refund", "description": "The customer wants money back"},
+            {"id": "other", "description": "Anything else"},
+        ],
         "baseUrl": fake.base_url,
         "model": "m",
         "apiKey": "{{env.LLM_KEY}}",
@@ -35,13 +39,24 @@ def router_config(fake: FakeOpenAI) -> dict[str, Any]:
 
 
 def ctx_for(config: dict[str, Any]) -> NodeContext:
-    resolver = ReferenceResolver({"start": {"text": "please refund me"}}.__getitem__,
-                                 execution_id="e", env_allow=("LLM_KEY",),
-                                 environ={"LLM_KEY": "sk-hidden-key"})
-    return NodeContext(execution_id="e", node=CompiledNode(id="pick", type="router",
-                                                           config=config),
-                       scope=(), attempt=1, resolver=resolver, idempotency_key="k",
-                       emit_chunk=lambda _t: None)
+    resolver = ReferenceResolver(
+        {"start": {"text": "please refund me"}}.__getitem__,
+        execution_id="e",
+        env_allow=("LLM_KEY",),
+        environ={"LLM_KEY": "sk-hidden-key"},
+    )
+    return NodeContext(
+        execution_id="e",
+        node=CompiledNode(id="pick", type="router", config=config),
+        scope=(),
+        attempt=1,
+        resolver=resolver,
+        idempotency_key="k",
+        emit_chunk=lambda _t: None,
+        services=SimpleNamespace(
+            settings=ExecutorSettings.model_construct(http_allow_private=True)
+        ),
+    )
 
 
 async def test_router_handler_fires_the_route_the_model_picked(fake: FakeOpenAI) -> None:
@@ -53,8 +68,7 @@ async def test_router_handler_fires_the_route_the_model_picked(fake: FakeOpenAI)
     assert result.token_usage == {"inputTokens": 30, "outputTokens": 5, "estimated": False}
     assert result.input is not None and "apiKey" not in result.input
     assert "sk-hidden-key" not in repr(result.input)
-    assert fake.requests[0].body["messages"][-1] == {"role": "user",
-                                                     "content": "please refund me"}
+    assert fake.requests[0].body["messages"][-1] == {"role": "user", "content": "please refund me"}
 
 
 async def test_router_handler_unknown_answer_is_a_routable_failure(fake: FakeOpenAI) -> None:
@@ -69,13 +83,17 @@ async def test_router_handler_unknown_answer_is_a_routable_failure(fake: FakeOpe
 def _workflow(router: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": "wf",
-        "nodes": [{"id": "start", "type": "start"},
-                  {"id": "pick", "type": "router", "config": router},
-                  {"id": "a", "type": "output", "config": {"value": 1}},
-                  {"id": "b", "type": "output", "config": {"value": 2}}],
-        "edges": [{"source": "start", "target": "pick"},
-                  {"source": "pick", "sourceHandle": "route:refund", "target": "a"},
-                  {"source": "pick", "sourceHandle": "route:other", "target": "b"}],
+        "nodes": [
+            {"id": "start", "type": "start"},
+            {"id": "pick", "type": "router", "config": router},
+            {"id": "a", "type": "output", "config": {"value": 1}},
+            {"id": "b", "type": "output", "config": {"value": 2}},
+        ],
+        "edges": [
+            {"source": "start", "target": "pick"},
+            {"source": "pick", "sourceHandle": "route:refund", "target": "a"},
+            {"source": "pick", "sourceHandle": "route:other", "target": "b"},
+        ],
     }
 
 

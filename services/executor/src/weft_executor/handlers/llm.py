@@ -13,7 +13,6 @@ from typing import Any, ClassVar
 
 from ..llm.client import chat, http_client_for
 from ..llm.config import chat_request_from_config
-from ..llm.guard import check_destination
 from ..llm.usage import estimate_usage
 from .base import NodeContext, NodeResult, register
 
@@ -26,9 +25,8 @@ class LLMHandler:
     async def execute(self, ctx: NodeContext) -> NodeResult:
         cfg = ctx.resolver.render(dict(ctx.node.config))
         req = chat_request_from_config(ctx.node.id, cfg)
-        check_destination(ctx, req.url)
         result = await chat(
-            http_client_for(ctx.services),
+            http_client_for(ctx),
             req,
             node_id=ctx.node.id,
             on_delta=ctx.emit_chunk if req.stream else None,

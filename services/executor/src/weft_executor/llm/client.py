@@ -1,17 +1,18 @@
 """One Chat Completions call over httpx: streamed through an SSE parser, or not.
 
-The stream is teed: each content delta goes to ``on_delta`` the moment its event is parsed,
-and the same deltas accumulate into the ``ChatResult``. Failures before the first delta are
+Connections go through ``netguard`` (the same rules as ``http`` nodes): a refused destination
+is ``URL_BLOCKED``. The stream is teed: each content delta goes to ``on_delta`` the moment its
+event is parsed, and the same deltas accumulate into the ``ChatResult``. Failures before the first delta are
 the retryable/non-retryable codes of ``errors``; any failure after it is ``LLM_STREAM_BROKEN``
 with the partial content. Cancelling the calling task leaves ``client.stream(...)`` early, which
 closes the response; httpx closes (does not pool) a connection whose body was not fully read,
-so the provider sees the disconnect at once and stops generating.
+so the provider sees the disconnect at once and stops generating (``chat`` makes sure that
+cleanup runs to the end however often the caller is cancelled).
 """
 
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,10 @@ from httpx_sse import EventSource, SSEError
 
 from weft_common.jsonutil import loads
 
-from ..handlers.base import NodeFailure
+from .. import netguard
+from ..handlers._config import settings_of
+from ..handlers.base import NodeContext, NodeFailure
+from ..handlers.http import shared_client
 from . import errors
 from .config import ChatRequest
 from .usage import Usage, usage_from_provider
@@ -34,27 +38,15 @@ DEFAULT_READ_TIMEOUT_S = 300.0
 _ERROR_BODY_LIMIT = 64 * 1024
 _DEFAULT_MAX_BODY = 10 * 1024 * 1024
 
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def http_client_for(services: Any) -> httpx.AsyncClient:
-    """The engine's shared client when it provides one (``services.http_client``), else one
-    client per event loop for this process (pooled keep-alive connections to the provider)."""
-    shared = getattr(services, "http_client", None)
-    if isinstance(shared, httpx.AsyncClient):
-        return shared
-    loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None or client.is_closed:
-        client = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=1024, max_keepalive_connections=64),
-            follow_redirects=False,
-            trust_env=False,
-        )
-        _clients[loop] = client
-    return client
+def http_client_for(ctx: NodeContext) -> httpx.AsyncClient:
+    """The guarded client (``netguard``: metadata always refused, private/loopback only when
+    ``WEFT_HTTP_ALLOW_PRIVATE``) that ``http`` nodes use too: the engine's when it passes one,
+    else this event loop's shared one."""
+    for name in ("http", "http_client"):
+        provided = getattr(ctx.services, name, None)
+        if netguard.is_guarded(provided):
+            return provided  # type: ignore[no-any-return]
+    return shared_client(settings_of(ctx))
 
 
 @dataclass(slots=True)
@@ -85,6 +77,10 @@ class _BadPayload(Exception):
     """The provider sent something that is not a chat completion (chunk)."""
 
 
+# Calls whose caller was cancelled, kept alive until their connection is closed.
+_closing: set[asyncio.Task[ChatResult]] = set()
+
+
 async def chat(
     http: httpx.AsyncClient,
     req: ChatRequest,
@@ -94,7 +90,38 @@ async def chat(
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
     max_body_bytes: int = _DEFAULT_MAX_BODY,
 ) -> ChatResult:
-    """Send ``req``; raise ``NodeFailure`` with an ``LLM_*`` code on any failure."""
+    """Send ``req``; raise ``NodeFailure`` with an ``LLM_*`` code on any failure.
+
+    The call runs in its own task. A cancelled caller (the engine may cancel a node task more
+    than once: the node, then the execution's cleanup) cancels that task exactly once, so
+    httpx's cleanup, which closes the connection, is never itself interrupted.
+    """
+    call = asyncio.ensure_future(_chat(http, req, node_id, on_delta, read_timeout_s,
+                                       max_body_bytes))
+    try:
+        return await asyncio.shield(call)
+    except asyncio.CancelledError:
+        if not call.done():
+            call.cancel()
+            _closing.add(call)
+            call.add_done_callback(_discard)
+        raise
+
+
+def _discard(call: asyncio.Task[ChatResult]) -> None:
+    _closing.discard(call)
+    if not call.cancelled():
+        call.exception()  # retrieved: a failure after cancellation is nobody's to report
+
+
+async def _chat(
+    http: httpx.AsyncClient,
+    req: ChatRequest,
+    node_id: str,
+    on_delta: Callable[[str], None] | None,
+    read_timeout_s: float,
+    max_body_bytes: int,
+) -> ChatResult:
     timeout = httpx.Timeout(connect=10.0, read=read_timeout_s, write=30.0, pool=30.0)
     acc = _Accumulator(model=req.model)
     secret = req.api_key
@@ -115,6 +142,9 @@ async def chat(
                     on_delta(acc.content())
     except NodeFailure:
         raise
+    except netguard.BlockedAddressError as exc:
+        raise NodeFailure(f"llm node {node_id!r}: {exc}", "URL_BLOCKED",
+                          retryable=False) from None
     except _BadPayload as exc:
         if acc.started:
             raise errors.stream_broken(node_id, str(exc), acc.content(), secret) from None

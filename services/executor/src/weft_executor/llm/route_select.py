@@ -21,7 +21,6 @@ from weft_common.jsonutil import dumps, loads
 from ..handlers.base import NodeContext, NodeFailure
 from .client import chat, http_client_for
 from .config import CONFIG_INVALID, chat_request_from_config
-from .guard import check_destination
 from .usage import Usage, estimate_usage
 
 __all__ = ["ROUTE_UNKNOWN", "RouteChoice", "choose_route", "parse_route_answer",
@@ -110,8 +109,7 @@ async def choose_route(ctx: NodeContext, config: Mapping[str, Any] | None = None
     cfg.setdefault("temperature", 0)
     cfg["stream"] = False
     req = chat_request_from_config(node_id, cfg)
-    check_destination(ctx, req.url)
-    result = await chat(http_client_for(ctx.services), req, node_id=node_id)
+    result = await chat(http_client_for(ctx), req, node_id=node_id)
     route = parse_route_answer(node_id, result.content, [rid for rid, _ in routes])
     usage = result.usage or await estimate_usage(req.messages, result.content)
     return RouteChoice(route=route, usage=usage, model=result.model, answer=result.content,
