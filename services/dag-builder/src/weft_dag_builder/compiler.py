@@ -8,6 +8,10 @@ out containers (entries/exits) so the executor derives nothing at run time.
 
 from __future__ import annotations
 
+import gc
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from weft_common.compiled import CompiledDag, CompiledEdge, CompiledNode, HandleKind
@@ -59,10 +63,45 @@ def analyze_and_compile(
     if analysis.diagnostics:
         return None, analysis.diagnostics
     assert analysis.structure is not None and analysis.ordering is not None and analysis.reads is not None
-    return _build(defn, analysis.structure, analysis.ordering, analysis.reads), []
+    with _gc_paused():
+        return _build(defn, analysis.structure, analysis.ordering, analysis.reads), []
+
+
+_gc_lock = threading.Lock()
+_gc_holders = 0
+_gc_was_enabled = False
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while compiling.
+
+    Compiling allocates tens of thousands of small acyclic objects; each allocation burst
+    triggers full collections that rescan every live object in the process (measured: half of
+    a 10,000-node compile). Nothing here creates reference cycles, so pausing loses nothing;
+    reference counting still frees everything. Re-entrant across threads.
+    """
+    global _gc_holders, _gc_was_enabled
+    with _gc_lock:
+        if _gc_holders == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_holders += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_holders -= 1
+            if _gc_holders == 0 and _gc_was_enabled:
+                gc.enable()
 
 
 def _analyze(defn: WorkflowDefinition, limits: Limits) -> _Analysis:
+    with _gc_paused():
+        return _analyze_unpaused(defn, limits)
+
+
+def _analyze_unpaused(defn: WorkflowDefinition, limits: Limits) -> _Analysis:
     sink = DiagnosticSink(limits.max_diagnostics)
     if len(defn.nodes) > limits.max_nodes:
         sink.add(Code.WORKFLOW_TOO_LARGE,
@@ -153,7 +192,7 @@ def _build(
         compiled[node.id] = CompiledNode(
             id=node.id,
             type=node.type,
-            config=dict(node.config),
+            config=node.config,
             name=node.name,
             parent="" if p == TOP else ids[p],
             retry=node.retry,

@@ -279,18 +279,23 @@ class _Checker:
     def scan_strings(self) -> None:
         """Walk the whole config (iteratively): depth, string sizes, {{ }} references."""
         limits = self.limits
-        stack: list[tuple[Any, str, int]] = [(self.config, "config", 0)]
+        max_chars = limits.max_string_chars
+        skip = self.expression_fields
+        stack: list[tuple[Any, str, int]] = []
+        # Top-level keys inline (most configs are flat); nested values through the stack.
+        for key, value in self.config.items():
+            if isinstance(value, str):
+                if len(value) > max_chars or "{{" in value:
+                    field = f"config.{key}"
+                    if field not in skip:
+                        self.string_value(field, value)
+            elif isinstance(value, dict | list):
+                stack.append((value, f"config.{key}", 1))
         while stack:
             value, field, depth = stack.pop()
             if isinstance(value, str):
-                if field in self.expression_fields:
-                    continue
-                if len(value) > limits.max_string_chars:
-                    self.error(Code.VALUE_TOO_LARGE, field,
-                               f"string is {len(value)} characters (limit {limits.max_string_chars})")
-                    continue
-                if "{{" in value:
-                    self.template(field, value)
+                if (len(value) > max_chars or "{{" in value) and field not in skip:
+                    self.string_value(field, value)
             elif isinstance(value, dict | list):
                 if depth >= limits.max_config_depth:
                     self.error(Code.VALUE_TOO_LARGE, field,
@@ -301,6 +306,13 @@ class _Checker:
                 else:
                     items = [(v, f"{field}[{i}]") for i, v in enumerate(value)]
                 stack.extend((v, f, depth + 1) for v, f in reversed(items))
+
+    def string_value(self, field: str, value: str) -> None:
+        if len(value) > self.limits.max_string_chars:
+            self.error(Code.VALUE_TOO_LARGE, field,
+                       f"string is {len(value)} characters (limit {self.limits.max_string_chars})")
+        else:
+            self.template(field, value)
 
     def template(self, field: str, value: str) -> None:
         try:

@@ -1,58 +1,34 @@
-"""``definition_hash``: sha256 of the definition's canonical JSON (sorted keys, defaults omitted)."""
+"""``definition_hash``: sha256 of the definition's canonical JSON.
+
+The canonical JSON is orjson's serialization of the domain ``WorkflowDefinition`` (dataclass
+fields in declaration order, every field present, object keys sorted): the same definition
+always gives the same bytes, whatever key order or default-omission its JSON form used.
+"""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import Any
 
-from weft_common import jsonutil
-from weft_common.workflow import RetryPolicy, WorkflowDefinition
+import orjson
 
-__all__ = ["canonical_definition", "definition_hash"]
+from weft_common.workflow import WorkflowDefinition
 
-_DEFAULT_RETRY = RetryPolicy()
+__all__ = ["canonical_definition_bytes", "definition_hash"]
+
+_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
 
-def canonical_definition(defn: WorkflowDefinition) -> dict[str, Any]:
-    """The JSON form (SPEC section 1) with default-valued fields left out."""
-    nodes: list[dict[str, Any]] = []
-    for n in defn.nodes:
-        item: dict[str, Any] = {"id": n.id, "type": n.type}
-        if n.name:
-            item["name"] = n.name
-        if n.parent:
-            item["parent"] = n.parent
-        if n.config:
-            item["config"] = dict(n.config)
-        if n.retry != _DEFAULT_RETRY:
-            item["retry"] = {
-                "maxAttempts": n.retry.max_attempts,
-                "initialIntervalMs": n.retry.initial_interval_ms,
-                "backoffCoefficient": n.retry.backoff_coefficient,
-                "maxIntervalMs": n.retry.max_interval_ms,
-            }
-        if n.timeout_ms:
-            item["timeoutMs"] = n.timeout_ms
-        nodes.append(item)
-    edges: list[dict[str, Any]] = []
-    for e in defn.edges:
-        item = {"source": e.source, "target": e.target}
-        if e.id:
-            item["id"] = e.id
-        if e.source_handle and e.source_handle != "out":
-            item["sourceHandle"] = e.source_handle
-        edges.append(item)
-    out: dict[str, Any] = {"id": defn.id, "nodes": nodes, "edges": edges}
-    if defn.name:
-        out["name"] = defn.name
-    if defn.description:
-        out["description"] = defn.description
-    if defn.input_schema is not None:
-        out["inputSchema"] = dict(defn.input_schema)
-    if defn.variables:
-        out["variables"] = dict(defn.variables)
-    return out
+def _default(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def canonical_definition_bytes(defn: WorkflowDefinition) -> bytes:
+    return orjson.dumps(defn, default=_default, option=_OPTIONS)
 
 
 def definition_hash(defn: WorkflowDefinition) -> str:
-    return hashlib.sha256(jsonutil.dumps_canonical(canonical_definition(defn)).encode()).hexdigest()
+    return hashlib.sha256(canonical_definition_bytes(defn)).hexdigest()

@@ -191,6 +191,18 @@ def _declared_ids(config: Mapping[str, object], key: str) -> set[str]:
     return {str(x["id"]) for x in items if isinstance(x, dict) and isinstance(x.get("id"), str)}
 
 
+class _EdgeLabel:
+    """``edge 'e3' (a -> b)``, formatted only when a diagnostic needs it."""
+
+    __slots__ = ("eid", "source", "target")
+
+    def __init__(self, eid: str, source: str, target: str) -> None:
+        self.eid, self.source, self.target = eid, source, target
+
+    def __format__(self, spec: str) -> str:
+        return f"edge {self.eid[:80]!r} ({str(self.source)[:80]} -> {str(self.target)[:80]})"
+
+
 def _check_edges(
     defn: WorkflowDefinition, s: Structure, sink: DiagnosticSink, limits: Limits
 ) -> None:
@@ -218,7 +230,7 @@ def _check_edges(
                 k += 1
             taken.add(eid)
         s.edge_ids.append(eid)
-        label = f"edge {eid[:80]!r} ({str(edge.source)[:80]} -> {str(edge.target)[:80]})"
+        label = _EdgeLabel(eid, edge.source, edge.target)
 
         src = s.index.get(edge.source, -1)
         tgt = s.index.get(edge.target, -1)
