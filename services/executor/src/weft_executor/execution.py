@@ -446,6 +446,7 @@ class ExecutionRun:
                 ctx.extras["input_schema"] = self.dag.input_schema
             if resume is not None:
                 ctx.extras["started_at"] = run.started_at
+            chunks_before = run.chunks
             try:
                 if timeout is None:
                     result = await handler.execute(ctx)
@@ -469,7 +470,11 @@ class ExecutionRun:
                 failure = NodeFailure(f"node {node.id}: {type(exc).__name__}: {exc}", "HANDLER_ERROR")
             if not failure.retryable or attempt >= policy.max_attempts:
                 return failure
-            delay_ms = policy.delay_ms(attempt)
+            if run.chunks > chunks_before:
+                # This attempt already streamed chunks to subscribers (llm): a retry would show
+                # them a second answer, so a failure after the first chunk is final.
+                return failure
+            delay_ms = _retry_delay_ms(policy, attempt, failure)
             self.event(
                 "node:retrying", run=run,
                 payload={"attempt": attempt, "error": failure.to_error(node.id), "delayMs": delay_ms},
@@ -882,3 +887,13 @@ class _LazyResolver:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._get(), name)
+
+
+def _retry_delay_ms(policy: Any, attempt: int, failure: NodeFailure) -> float:
+    """The policy's backoff, or longer when the failure says when to come back (an LLM
+    provider's 429 ``Retry-After`` as ``details.retryAfterMs``), capped by ``maxIntervalMs``."""
+    delay: float = policy.delay_ms(attempt)
+    after = (failure.details or {}).get("retryAfterMs")
+    if isinstance(after, int | float) and not isinstance(after, bool) and after > delay:
+        delay = min(float(after), policy.max_interval_ms) if policy.max_interval_ms else float(after)
+    return delay
