@@ -77,7 +77,7 @@ class ApiClient:
                 async for event in parse_sse(resp.aiter_lines()):
                     yield event
         except httpx.TransportError as exc:
-            raise ConnectionFailed(f"lost the Weft gateway at {self.base_url}: {exc}") from None
+            raise ConnectionFailed(f"connection to the Weft gateway at {self.base_url} failed: {exc}") from None
 
 
 async def parse_sse(lines: AsyncIterator[str]) -> AsyncIterator[SseEvent]:
