@@ -107,7 +107,7 @@ async def commit_step(store: StateStore, req: CommitRequest) -> CommitResult:
         if req.steps:
             await _insert_steps(store, conn, req, head.step_seq - len(req.steps) + 1)
         if req.node_logs:
-            await _upsert_node_logs(store, conn, req)
+            await _upsert_node_logs(store, conn, req, head.version << 16)
         touches_pauses = bool(
             control.paused_nodes
             or control.applied_resume_ids
@@ -187,7 +187,9 @@ async def _insert_steps(
     await conn.execute(stmt, rows)
 
 
-async def _upsert_node_logs(store: StateStore, conn: AsyncConnection, req: CommitRequest) -> None:
+async def _upsert_node_logs(
+    store: StateStore, conn: AsyncConnection, req: CommitRequest, ordinal: int
+) -> None:
     rows = [
         {
             "execution_id": req.lease.execution_id,
@@ -204,8 +206,9 @@ async def _upsert_node_logs(store: StateStore, conn: AsyncConnection, req: Commi
             "finished_at": n.finished_at,
             "duration_us": n.duration_us,
             "token_usage_json": _json_or_empty(n.token_usage),
+            "ordinal": ordinal + i,
         }
-        for n in req.node_logs
+        for i, n in enumerate(req.node_logs)
     ]
     stmt = store.insert(NL)
     ex = stmt.excluded

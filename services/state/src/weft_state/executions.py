@@ -171,7 +171,7 @@ async def list_node_logs(
         rows = await conn.execute(
             select(NL)
             .where(NL.c.execution_id == execution_id)
-            .order_by(NL.c.started_at.asc().nulls_last(), NL.c.node_id, NL.c.scope_key)
+            .order_by(NL.c.started_at.asc().nulls_last(), NL.c.ordinal)
         )
         return [
             NodeLogRow(

@@ -195,6 +195,8 @@ class NodeLogRowModel(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     duration_us: Mapped[int] = mapped_column(BigInteger, default=0)
     token_usage_json: Mapped[str] = mapped_column(Text, default="")
+    # Order of first write: (commit version << 16) + position in that commit; never updated.
+    ordinal: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class EventRow(Base):
