@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
 import grpc
+
 from weft.dagbuilder.v1 import dag_builder_pb2, dag_builder_pb2_grpc
 from weft.state.v1 import state_pb2, state_pb2_grpc
 from weft.workflow.v1 import workflow_pb2

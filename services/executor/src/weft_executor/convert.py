@@ -6,10 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from weft.state.v1 import state_pb2
 from weft.workflow.v1 import workflow_pb2
 from weft_common import jsonutil
 
+from .engine import Resume
 from .records import (
     Commit,
     ControlUpdate,
@@ -28,6 +30,7 @@ __all__ = [
     "commit_to_request",
     "error_from_proto",
     "error_to_proto",
+    "resume_from_proto",
     "scope_from_proto",
     "step_from_proto",
     "timestamp",
@@ -122,6 +125,15 @@ def step_from_proto(msg: state_pb2.StepRecord) -> StepRecord:
         error=error_from_proto(msg.error) if msg.HasField("error") else None,
         fired_handles=tuple(msg.fired_handles),
         data=jsonutil.loads(msg.data_json),
+    )
+
+
+def resume_from_proto(msg: state_pb2.ResumeRequest) -> Resume:
+    return Resume(
+        resume_id=msg.resume_id,
+        node_id=msg.node_id,
+        scope=scope_from_proto(msg.scope),
+        input=jsonutil.loads(msg.input_json),
     )
 
 

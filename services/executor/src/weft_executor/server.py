@@ -8,7 +8,6 @@ from weft.executor.v1 import executor_pb2, executor_pb2_grpc
 from weft_common.grpc_server import GrpcServer
 
 from .clients import ServiceClients
-from .convert import resume_from_proto
 from .engine import Engine
 from .servicer import ExecutorServicer
 from .settings import ExecutorSettings
@@ -28,10 +27,8 @@ class ExecutorService:
         self.settings = settings
         self.clients = ServiceClients(settings)
         self.engine = Engine(settings)
-        self.worker = Worker(
-            settings, self.clients.state, self.engine, resume_from_proto=resume_from_proto
-        )
-        servicer = ExecutorServicer(self.clients, self.worker, resume_from_proto=resume_from_proto)
+        self.worker = Worker(settings, self.clients.state, self.engine)
+        servicer = ExecutorServicer(self.clients, self.worker)
         self.grpc = GrpcServer(
             settings=settings,
             service_names=[SERVICE_NAME],

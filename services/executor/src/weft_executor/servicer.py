@@ -7,26 +7,24 @@ the ``Worker``. Errors are ``WeftError``s (the server's interceptor maps them to
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import grpc
+
 from weft.executor.v1 import executor_pb2, executor_pb2_grpc
 from weft.state.v1 import state_pb2
 from weft_common.errors import InvalidArgument
 
 from .clients import ServiceClients
+from .convert import resume_from_proto
 from .worker import Worker
 
 __all__ = ["ExecutorServicer"]
 
 
 class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):  # type: ignore[misc]
-    def __init__(
-        self, clients: ServiceClients, worker: Worker, *, resume_from_proto: Any
-    ) -> None:
+    def __init__(self, clients: ServiceClients, worker: Worker) -> None:
         self.clients = clients
         self.worker = worker
-        self._resume_from_proto = resume_from_proto
 
     async def StartExecution(
         self, request: executor_pb2.StartExecutionRequest, context: grpc.aio.ServicerContext
@@ -81,7 +79,7 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):  # type: igno
         )
         # Running here (e.g. other branches still busy): apply it now. Otherwise the queued
         # resume made the execution claimable: claim it now instead of at the next poll.
-        resume = self._resume_from_proto(
+        resume = resume_from_proto(
             state_pb2.ResumeRequest(
                 resume_id=resume_id,
                 node_id=request.node_id,

@@ -17,6 +17,7 @@ import asyncio
 import time
 
 import grpc
+
 from weft.state.v1 import state_pb2, state_pb2_grpc
 from weft_common.errors import Conflict, from_rpc_error
 

@@ -26,7 +26,6 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 from weft.state.v1 import state_pb2
 from weft.workflow.v1 import workflow_pb2
@@ -35,7 +34,9 @@ from weft_common.compiled import dag_from_proto
 from weft_common.errors import Conflict, FailedPrecondition, NotFound, WeftError
 
 from .clients import StateClient
-from .convert import step_from_proto
+from .convert import resume_from_proto, scope_from_proto, step_from_proto
+from .engine import Engine, Resume, RunHandle
+from .records import scope_key
 from .settings import ExecutorSettings
 from .state_store import StateExecutionStore
 
@@ -52,18 +53,7 @@ _TERMINAL = frozenset(
 )
 
 
-class RunHandle(Protocol):
-    """What ``Engine.start`` returns (see ``engine.py``)."""
-
-    def cancel(self) -> None: ...
-
-    def resume(self, resume: Any) -> None: ...
-
-    async def result(self) -> Any: ...
-
-
-class EngineLike(Protocol):
-    def start(self, **kwargs: Any) -> RunHandle: ...
+_NODE_ENDS = frozenset({"node:completed", "node:error", "node:cancelled"})
 
 
 def default_worker_id() -> str:
@@ -82,7 +72,7 @@ class _Running:
     lost: bool = False
     refreshing: bool = False
     # Resumes and cancels that arrive while the execution is still loading.
-    pending_resumes: list[Any] = field(default_factory=list)
+    pending_resumes: list[Resume] = field(default_factory=list)
 
 
 class Worker:
@@ -92,22 +82,20 @@ class Worker:
         self,
         settings: ExecutorSettings,
         state: StateClient,
-        engine: EngineLike,
+        engine: Engine,
         *,
-        resume_from_proto: Any,
         worker_id: str = "",
     ) -> None:
         self.settings = settings
         self.state = state
         self.engine = engine
         self.worker_id = worker_id or settings.worker_id or default_worker_id()
-        self._resume_from_proto = resume_from_proto
         self._running: dict[str, _Running] = {}
         self._reserved = 0
         self._capacity = asyncio.Event()
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
-        self._aux: set[asyncio.Task[Any]] = set()
+        self._aux: set[asyncio.Task[None]] = set()
         self._last_renewed = time.monotonic()
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -198,10 +186,11 @@ class Worker:
             retry_budget_s=self.settings.lease_ms / 1000,
         )
         run.store = store
-        if run.lost:
-            store.fence("lease lost while loading")
+        continuing = execution.last_seq > 0
+        open_runs = await self._open_runs(execution) if continuing else set()
+        if run.lost or store.fenced:
             return
-        resumes = [self._resume_from_proto(r) for r in loaded.resumes]
+        resumes = [resume_from_proto(r) for r in loaded.resumes]
         run.delivered.update(r.resume_id for r in loaded.resumes)
         handle = self.engine.start(
             execution_id=execution.execution_id,
@@ -212,13 +201,12 @@ class Worker:
             steps=[step_from_proto(s) for s in loaded.steps],
             resumes=resumes,
             # A take-over continues a log that already started.
-            emit_started=execution.last_seq == 0,
+            emit_started=not continuing,
+            open_runs=open_runs,
         )
         run.handle = handle
         for resume in run.pending_resumes:
-            if resume.resume_id not in run.delivered:
-                run.delivered.add(resume.resume_id)
-                handle.resume(resume)
+            self._hand_over(run, resume)
         run.pending_resumes.clear()
         if loaded.cancel_requested or run.cancel_requested:
             handle.cancel()
@@ -228,7 +216,7 @@ class Worker:
             log.info("execution %s: stopped, commit refused (%s)", run.execution_id, exc)
             outcome = None
         if store.fenced or outcome is None:
-            if not run.lost and not self._stopping:
+            if not run.lost:
                 # Our lease may still be valid (an ambiguous commit): hand it back so the
                 # execution resumes from its last commit without waiting for the expiry.
                 await self._release(run)
@@ -248,7 +236,7 @@ class Worker:
         if run.handle is not None:
             run.handle.cancel()
         elif run.task is not None and run.store is None:
-            run.task.cancel()
+            run.task.cancel()  # still loading
 
     async def _release(self, run: _Running) -> None:
         try:
@@ -256,7 +244,7 @@ class Worker:
         except WeftError as exc:
             log.debug("execution %s: release refused (%s)", run.execution_id, exc)
 
-    def deliver_resume(self, execution_id: str, resume: Any) -> bool:
+    def deliver_resume(self, execution_id: str, resume: Resume) -> bool:
         """Hand a queued resume to the execution running here; False when it is not here."""
         run = self._running.get(execution_id)
         if run is None or run.lost:
@@ -266,9 +254,34 @@ class Worker:
         if run.handle is None:
             run.pending_resumes.append(resume)
             return True
-        run.delivered.add(resume.resume_id)
-        run.handle.resume(resume)
+        self._hand_over(run, resume)
         return True
+
+    @staticmethod
+    def _hand_over(run: _Running, resume: Resume) -> None:
+        if resume.resume_id in run.delivered or run.handle is None:
+            return
+        # False: the run is already finishing; the resume stays queued in the state service and
+        # the next run of the execution applies it (see the wake() after a pause).
+        if run.handle.resume(resume):
+            run.delivered.add(resume.resume_id)
+
+    async def _open_runs(self, execution: workflow_pb2.Execution) -> set[str]:
+        """Node runs whose ``node:started`` is in the log without an end (a crashed worker's
+        runs in flight, parked approvals): they run on without a second ``node:started``."""
+        balance: dict[str, int] = {}
+        async for event in self.state.stream_events(
+            execution_id=execution.execution_id, after_seq=0
+        ):
+            if event.type == "node:started":
+                key = scope_key(event.node_id, scope_from_proto(event.scope))
+                balance[key] = balance.get(key, 0) + 1
+            elif event.type in _NODE_ENDS:
+                key = scope_key(event.node_id, scope_from_proto(event.scope))
+                balance[key] = balance.get(key, 0) - 1
+            if event.seq >= execution.last_seq:
+                break
+        return {key for key, n in balance.items() if n > 0}
 
     def cancel_local(self, execution_id: str) -> bool:
         """Cancel an execution running here (the cancel request is already durable)."""
@@ -380,5 +393,5 @@ class Worker:
         finally:
             run.refreshing = False
         for msg in loaded.resumes:
-            self.deliver_resume(run.execution_id, self._resume_from_proto(msg))
+            self.deliver_resume(run.execution_id, resume_from_proto(msg))
 
