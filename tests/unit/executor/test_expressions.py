@@ -107,3 +107,29 @@ def test_truthiness_follows_jsonata() -> None:
 def test_to_json_keeps_big_floats_as_floats() -> None:
     assert to_json(2.0**60) == 2.0**60 and type(to_json(2.0**60)) is float
     assert to_json({"a": [1.0, 1.5]}) == {"a": [1, 1.5]}
+
+
+CONTEXTS: list[dict[str, Any]] = [
+    {"a": {"b": {"c": 1.0}}},
+    {"a": {"b": {"c": [1, 2]}}},
+    {"a": {"b": [{"c": 1}, {"c": 2}]}},
+    {"a": [{"b": {"c": 3}}]},
+    {"a": {"b": None}},
+    {"a": {"b": "text"}},
+    {"a": 5},
+    {"a": None},
+    {"a": {"b": {"c": {"d": [True]}}}},
+    {"a": {"b": {"c": []}}},
+    {},
+]
+
+
+@pytest.mark.parametrize("expression", ["a", "a.b", "a.b.c", "'lit'", "42", "true", "null", "2.5"])
+@pytest.mark.parametrize("index", range(len(CONTEXTS)))
+def test_fast_paths_agree_with_the_interpreter(expression: str, index: int) -> None:
+    context = CONTEXTS[index]
+    compiled = compile_expression(expression)
+    fast = compiled.evaluate(lambda k: context[k], timeout_ms=1000, max_depth=200)
+    compiled.budget.reset(1000, 200)
+    slow = to_json(compiled.program.evaluate(dict(context)))
+    assert fast == slow and type(fast) is type(slow)

@@ -42,11 +42,20 @@ def _quote(source: str) -> str:
 
 
 class _Budget:
-    """Per-evaluation time and depth bound, checked on every step the evaluator takes."""
+    """Time and depth bound of one evaluation, checked on every step the evaluator takes.
+
+    One per compiled expression, bound into its environment once and reset per evaluation
+    (evaluations are synchronous, so one program never runs two at a time on a thread).
+    """
 
     __slots__ = ("deadline", "depth", "max_depth")
 
-    def __init__(self, timeout_ms: int, max_depth: int) -> None:
+    def __init__(self) -> None:
+        self.deadline = 0.0
+        self.depth = 0
+        self.max_depth = 0
+
+    def reset(self, timeout_ms: int, max_depth: int) -> None:
         self.deadline = time.perf_counter() + timeout_ms / 1000.0
         self.depth = 0
         self.max_depth = max_depth
@@ -86,6 +95,11 @@ class CompiledExpression:
     roots: tuple[str, ...]
     # ``env.NAME`` names written out in the expression: the only env values it can ever see.
     env_names: tuple[str, ...]
+    budget: _Budget
+    # Fast forms that skip the interpreter: a constant, or a plain ``a.b.c`` path.
+    constant: Any = None
+    is_constant: bool = False
+    path: tuple[str, ...] | None = None
 
     def evaluate(
         self,
@@ -97,6 +111,12 @@ class CompiledExpression:
     ) -> Any:
         """Evaluate against the roots ``resolve_root`` gives; it raises KeyError for absent or
         skipped roots, which are then left out so ``$exists(x)`` is false."""
+        if self.is_constant:
+            return self.constant
+        if self.path is not None:
+            found, value = _walk(self.path, resolve_root, env)
+            if found:
+                return to_json(value)
         context: dict[str, Any] = {}
         for name in self.roots:
             if name == "env":
@@ -107,13 +127,12 @@ class CompiledExpression:
                 context[name] = resolve_root(name)
             except KeyError:
                 continue
-        budget = _Budget(timeout_ms, max_depth)
-        bindings = {"__evaluate_entry": budget.enter, "__evaluate_exit": budget.leave}
+        self.budget.reset(timeout_ms, max_depth)
         # jsonata-python evaluates through "the current instance of this thread"; make it ours so
         # that $now() and $eval() see this evaluation's state.
         Jsonata.CURRENT.jsonata = self.program
         try:
-            result = self.program.evaluate(context, bindings)
+            result = self.program.evaluate(context)
         except _TimedOut as exc:
             raise NodeFailure(
                 f"expression {_quote(self.source)} exceeded its time limit of {timeout_ms} ms"
@@ -172,12 +191,84 @@ def compile_expression(source: str) -> CompiledExpression:
         ) from None
     # The context is built by us from JSON values; skip the library's O(size) input walk.
     program.set_validate_input(False)
+    budget = _Budget()
+    program.environment.bind("__evaluate_entry", budget.enter)
+    program.environment.bind("__evaluate_exit", budget.leave)
     roots: dict[str, None] = {}
     env_names: dict[str, None] = {}
     _collect_roots(program.ast, roots, env_names)
+    is_constant, constant = _constant_of(program.ast)
     return CompiledExpression(
-        source=source, program=program, roots=tuple(roots), env_names=tuple(env_names)
+        source=source,
+        program=program,
+        roots=tuple(roots),
+        env_names=tuple(env_names),
+        budget=budget,
+        constant=constant,
+        is_constant=is_constant,
+        path=None if is_constant else _plain_path(program.ast),
     )
+
+
+# Attributes a symbol has when it is nothing but itself (no filter, sort, group, focus, ...).
+_PLAIN_ATTRS = frozenset(
+    {"_outer_instance", "type", "value", "id", "bp", "lbp", "position", "level", "steps"}
+)
+
+
+def _is_plain(sym: Any) -> bool:
+    return all(
+        k in _PLAIN_ATTRS or v is None or v is False or (isinstance(v, list) and not v)
+        for k, v in vars(sym).items()
+    )
+
+
+def _constant_of(ast: Any) -> tuple[bool, Any]:
+    kind = getattr(ast, "type", None)
+    if kind in ("string", "number") and _is_plain(ast):
+        return True, to_json(ast.value)
+    if kind == "value" and _is_plain(ast) and ast.value in (True, False, None):
+        return True, ast.value
+    return False, None
+
+
+def _plain_path(ast: Any) -> tuple[str, ...] | None:
+    """``a.b.c`` made of plain name steps only, else None."""
+    if getattr(ast, "type", None) != "path" or not _is_plain(ast):
+        return None
+    names = []
+    for step in ast.steps or ():
+        if getattr(step, "type", None) != "name" or not _is_plain(step):
+            return None
+        names.append(step.value)
+    return tuple(names) if names else None
+
+
+def _walk(
+    path: tuple[str, ...], resolve_root: Callable[[str], Any], env: Mapping[str, Any] | None
+) -> tuple[bool, Any]:
+    """(True, value) when ``path`` walks through objects only; (False, None) when an array is
+    met and JSONata's mapping semantics apply (the interpreter then decides)."""
+    root = path[0]
+    if root == "env":
+        value: Any = env
+    else:
+        try:
+            value = resolve_root(root)
+        except KeyError:
+            return True, None
+    for name in path[1:]:
+        if value is None:
+            return True, None
+        if isinstance(value, dict):
+            value = value.get(name)
+        elif isinstance(value, list):
+            return False, None
+        else:
+            return True, None
+    if isinstance(value, list):
+        return False, None
+    return True, value
 
 
 def _collect_roots(node: Any, roots: dict[str, None], env_names: dict[str, None]) -> None:

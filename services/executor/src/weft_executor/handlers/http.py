@@ -17,7 +17,7 @@ import asyncio
 import logging
 import weakref
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -61,14 +61,21 @@ def shared_client(settings: ExecutorSettings) -> httpx.AsyncClient:
 
 
 def _client(ctx: NodeContext, settings: ExecutorSettings) -> httpx.AsyncClient:
+    """The engine's client (``services.http`` or ``services.http_client``) when it is a
+    ``netguard.guarded_client``, else this loop's shared guarded one: never an unguarded one."""
     global _warned_unguarded
-    provided = getattr(ctx.services, "http", None)
-    if provided is not None:
+    unguarded = False
+    for name in ("http", "http_client"):
+        provided = getattr(ctx.services, name, None)
         if netguard.is_guarded(provided):
-            return provided  # type: ignore[no-any-return]
-        if not _warned_unguarded:
-            _warned_unguarded = True
-            log.warning("services.http is not a netguard.guarded_client; using a guarded one")
+            return cast(httpx.AsyncClient, provided)
+        unguarded = unguarded or provided is not None
+    if unguarded and not _warned_unguarded:
+        _warned_unguarded = True
+        log.warning(
+            "ctx.services carries an httpx client not built by netguard.guarded_client; "
+            "http nodes use a guarded one instead"
+        )
     return shared_client(settings)
 
 
