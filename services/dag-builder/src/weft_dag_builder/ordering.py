@@ -75,7 +75,9 @@ def order_graphs(defn: WorkflowDefinition, s: Structure, sink: DiagnosticSink) -
         p = s.parent[node]
         container_ok = p == TOP or effective[p]
         effective[node] = container_ok and reachable[node]
-        if container_ok and not reachable[node] and (p != TOP or has_start):
+        # Extra start nodes are already reported as such.
+        if container_ok and not reachable[node] and (p != TOP or has_start) \
+                and nodes[node].type != "start":
             where = "from the start node" if p == TOP else f"inside container {nodes[p].id!r} (from its entries)"
             sink.add(Code.UNREACHABLE_NODE,
                      f"node {nodes[node].id!r} cannot be reached {where}: add an edge leading to it",

@@ -105,8 +105,9 @@ def check_structure(defn: WorkflowDefinition, sink: DiagnosticSink, limits: Limi
     for i in range(n):
         if placed[i]:
             members[parent[i]].append(i)
-    for c, kids in members.items():
-        if c != TOP and not kids:
+    named_as_parent = {parent[i] for i in range(n) if nodes[i].parent}
+    for c in members:
+        if c != TOP and c not in named_as_parent:
             node = nodes[c]
             sink.add(Code.EMPTY_CONTAINER,
                      f"{_node_label(node.id, node.type)} holds no nodes (give nodes \"parent\": {node.id!r})",
