@@ -21,32 +21,42 @@ from opentelemetry import trace
 __all__ = [
     "ContextFilter",
     "JsonFormatter",
-    "execution_id_var",
+    "current_log_ids",
     "log_context",
-    "node_id_var",
     "setup_logging",
 ]
 
-execution_id_var: ContextVar[str | None] = ContextVar("weft_execution_id", default=None)
-node_id_var: ContextVar[str | None] = ContextVar("weft_node_id", default=None)
+# (execution_id, node_id) of the code running now: one variable, so entering a node is one set.
+_log_ids: ContextVar[tuple[str | None, str | None]] = ContextVar(
+    "weft_log_ids", default=(None, None)
+)
+
+
+def current_log_ids() -> tuple[str | None, str | None]:
+    """The (execution_id, node_id) that log records get stamped with right now."""
+    return _log_ids.get()
 
 
 class log_context:  # lower case: used like a function, ``with log_context(execution_id=...)``
-    """Puts an execution id and/or node id in context for every log record inside the block."""
+    """Puts an execution id and/or node id in context for every log record inside the block
+    (``None`` keeps the enclosing value)."""
 
-    __slots__ = ("_exec", "_exec_token", "_node", "_node_token")
+    __slots__ = ("_exec", "_node", "_token")
 
     def __init__(self, execution_id: str | None = None, node_id: str | None = None) -> None:
         self._exec = execution_id
         self._node = node_id
-        self._exec_token: Token[str | None] | None = None
-        self._node_token: Token[str | None] | None = None
+        self._token: Token[tuple[str | None, str | None]] | None = None
 
     def __enter__(self) -> log_context:
-        if self._exec is not None:
-            self._exec_token = execution_id_var.set(self._exec)
-        if self._node is not None:
-            self._node_token = node_id_var.set(self._node)
+        if self._exec is None or self._node is None:
+            outer_exec, outer_node = _log_ids.get()
+            self._token = _log_ids.set(
+                (self._exec if self._exec is not None else outer_exec,
+                 self._node if self._node is not None else outer_node)
+            )  # fmt: skip
+        else:
+            self._token = _log_ids.set((self._exec, self._node))
         return self
 
     def __exit__(
@@ -55,10 +65,8 @@ class log_context:  # lower case: used like a function, ``with log_context(execu
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._node_token is not None:
-            node_id_var.reset(self._node_token)
-        if self._exec_token is not None:
-            execution_id_var.reset(self._exec_token)
+        if self._token is not None:
+            _log_ids.reset(self._token)
 
 
 class ContextFilter(logging.Filter):
@@ -79,10 +87,11 @@ class ContextFilter(logging.Filter):
                 record.trace_id = format(ctx.trace_id, "032x")
             if not getattr(record, "span_id", None):
                 record.span_id = format(ctx.span_id, "016x")
+        execution_id, node_id = _log_ids.get()
         if not getattr(record, "execution_id", None):
-            record.execution_id = execution_id_var.get()
+            record.execution_id = execution_id
         if not getattr(record, "node_id", None):
-            record.node_id = node_id_var.get()
+            record.node_id = node_id
         if self.service and not getattr(record, "service", None):
             record.service = self.service
         return True

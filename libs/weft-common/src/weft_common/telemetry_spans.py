@@ -66,7 +66,7 @@ class _UntracedScope(log_context):
     __slots__ = ()
 
     def __enter__(self) -> Span:  # type: ignore[override]
-        super().__enter__()
+        log_context.__enter__(self)
         return trace.INVALID_SPAN
 
 
