@@ -152,9 +152,9 @@ class Stack:
         return response.execution
 
     async def wait_status(
-        self, execution_id: str, *statuses: str, timeout: float = 20.0
+        self, execution_id: str, *statuses: str, within: float = 20.0
     ) -> workflow_pb2.Execution:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while True:
             execution = await self.execution(execution_id)
             if STATUS_NAMES[execution.status] in statuses:
@@ -162,7 +162,7 @@ class Stack:
             if time.monotonic() > deadline:
                 raise AssertionError(
                     f"execution {execution_id} is {STATUS_NAMES[execution.status]}, "
-                    f"not {statuses}, after {timeout}s"
+                    f"not {statuses}, after {within}s"
                 )
             await asyncio.sleep(0.05)
 

@@ -151,9 +151,13 @@ class Worker:
         """Run an execution this worker now holds the lease of."""
         if reserved:
             self._reserved -= 1
-        if lease.execution_id in self._running:
-            # Claimed twice (e.g. a StartExecution lease and a poll racing): keep the first run.
-            return
+        current = self._running.get(lease.execution_id)
+        if current is not None:
+            if current.lease.token == lease.token:
+                return
+            # A new lease for an execution still running here under an older one: that run's
+            # lease expired (this worker stalled), so it must stop without writing.
+            self._lose(current, "lease superseded by a newer claim")
         run = _Running(execution_id=lease.execution_id, lease=lease)
         self._running[lease.execution_id] = run
         run.task = asyncio.create_task(self._run(run), name=f"weft-exec-{lease.execution_id}")
@@ -166,7 +170,8 @@ class Worker:
         except Exception:
             log.exception("execution %s: worker failed to run it", run.execution_id)
         finally:
-            self._running.pop(run.execution_id, None)
+            if self._running.get(run.execution_id) is run:
+                del self._running[run.execution_id]
             self._capacity.set()
 
     async def _run_inner(self, run: _Running) -> None:
