@@ -12,6 +12,7 @@ acceptance runner's fake upstream):
 - ``/status?code=N``: answers status N with ``{"code": N}``.
 - ``/large?bytes=N&chunked=1``: N bytes of ``a`` (``application/octet-stream``); with
   ``chunked=1`` without a Content-Length (chunked transfer encoding, sent in 64 KiB pieces).
+- ``/drip?chunks=N&delay_ms=M``: a chunked ``text/plain`` body of N one-byte chunks, M ms apart.
 - ``/json-large?items=N``: a JSON array of N small objects.
 - ``/text``: ``text/plain`` ``hello``.
 - ``/redirect?to=URL&code=302``: a redirect to URL.
@@ -152,6 +153,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(code, {"code": code})
         if path == "/large":
             return self._large(int(q.get("bytes", "1048576")), q.get("chunked") == "1")
+        if path == "/drip":
+            return self._drip(int(q.get("chunks", "10")), int(q.get("delay_ms", "100")))
         if path == "/json-large":
             items = [{"i": i, "pad": "x" * 16} for i in range(int(q.get("items", "1000")))]
             return self._send(200, items)
@@ -184,6 +187,20 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.write(data)
             if chunked:
                 self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def _drip(self, chunks: int, delay_ms: int) -> None:
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for _ in range(chunks):
+                self.wfile.write(b"1\r\nx\r\n")
+                self.wfile.flush()
+                time.sleep(delay_ms / 1000)
+            self.wfile.write(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):
             pass
 

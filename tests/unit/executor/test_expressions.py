@@ -133,3 +133,15 @@ def test_fast_paths_agree_with_the_interpreter(expression: str, index: int) -> N
     compiled.budget.reset(1000, 200)
     slow = to_json(compiled.program.evaluate(dict(context)))
     assert fast == slow and type(fast) is type(slow)
+
+
+def test_threads_get_their_own_compiled_programs() -> None:
+    import threading
+
+    here = compile_expression("a + 1")
+    there: list[Any] = []
+    t = threading.Thread(target=lambda: there.append(compile_expression("a + 1")))
+    t.start()
+    t.join()
+    assert there[0] is not here
+    assert there[0].evaluate(lambda k: {"a": 1}[k], timeout_ms=1000, max_depth=200) == 2

@@ -280,3 +280,14 @@ async def test_connection_refused_is_retryable() -> None:
     with pytest.raises(NodeFailure) as info:
         await run(http_ctx({"url": f"http://127.0.0.1:{port}/"}))
     assert info.value.code == "HTTP_CONNECTION" and info.value.retryable is True
+
+
+async def test_the_timeout_bounds_the_whole_request_not_each_read(server: HttpTestServer) -> None:
+    # A byte every 100 ms never trips a 400 ms per-read timeout; 20 of them take 2 s in all.
+    started = time.perf_counter()
+    with pytest.raises(NodeFailure) as info:
+        await run(http_ctx({"url": server.url("/drip?chunks=20&delay_ms=100")}, timeout_ms=400))
+    assert info.value.code == "TIMEOUT"
+    assert time.perf_counter() - started < 1.5
+    res = await run(http_ctx({"url": server.url("/drip?chunks=3&delay_ms=20")}, timeout_ms=2000))
+    assert res.output["body"] == "xxx"

@@ -12,10 +12,10 @@ Results come back as plain JSON values: JSONata ``undefined`` is ``None``, integ
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from jsonata import JException, Jsonata, Parser
@@ -176,9 +176,27 @@ def _message(exc: JException) -> str:
     return text.strip()
 
 
-@lru_cache(maxsize=4096)
+_CACHE_LIMIT = 4096
+# Per thread: a compiled program carries evaluation state (its budget, the library's "$"
+# binding), so two threads never share one.
+_local = threading.local()
+
+
 def compile_expression(source: str) -> CompiledExpression:
-    """Parse once (cached); raises NodeFailure(EXPRESSION_ERROR) naming the syntax error."""
+    """Parse once per thread (cached); raises NodeFailure(EXPRESSION_ERROR) naming the syntax
+    error."""
+    cache: dict[str, CompiledExpression] | None = getattr(_local, "cache", None)
+    if cache is None:
+        cache = _local.cache = {}
+    compiled = cache.get(source)
+    if compiled is None:
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        compiled = cache[source] = _compile(source)
+    return compiled
+
+
+def _compile(source: str) -> CompiledExpression:
     if not isinstance(source, str) or not source.strip():
         raise NodeFailure("empty expression", code="EXPRESSION_ERROR", retryable=False)
     try:

@@ -193,19 +193,22 @@ class HttpHandler:
 
         client = _client(ctx, settings)
         try:
-            async with client.stream(
-                method,
-                url,
-                headers=send_headers,
-                params=params or None,
-                timeout=timeout_ms / 1000,
-                follow_redirects=follow,
-                **request_kw,
-            ) as response:
-                raw = await _read_capped(response, cap, node, where)
+            # httpx's timeout bounds each phase (connect, each read); this bounds the whole
+            # request, so a slowly dripping body cannot outlast it either.
+            async with asyncio.timeout(timeout_ms / 1000):
+                async with client.stream(
+                    method,
+                    url,
+                    headers=send_headers,
+                    params=params or None,
+                    timeout=timeout_ms / 1000,
+                    follow_redirects=follow,
+                    **request_kw,
+                ) as response:
+                    raw = await _read_capped(response, cap, node, where)
         except netguard.BlockedAddressError as exc:
             raise NodeFailure(f"{node}: {exc}", code="URL_BLOCKED", retryable=False) from None
-        except httpx.TimeoutException:
+        except (httpx.TimeoutException, TimeoutError):
             raise NodeFailure(
                 f"{node}: {method} {where} timed out after {timeout_ms} ms",
                 code="TIMEOUT",
