@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from weft_common.jsonutil import dumps
+
 from .. import expressions
 from ..llm.route_select import choose_route
 from ._config import config_of, require
@@ -80,25 +82,25 @@ class RouterHandler:
         routes = _ids(config.get("routes"), ctx, "routes")
         selected = ctx.resolver.evaluate(require(ctx, "select"))
         known = [r["id"] for r in routes]
-        # Numbers are accepted for ids like "1"; booleans and objects are not route ids.
-        route = (
-            selected
-            if isinstance(selected, str)
-            else (
-                str(selected)
-                if isinstance(selected, int) and not isinstance(selected, bool)
-                else None
-            )
-        )
+        route = _route_id(selected)
         if route is None or route not in known:
             raise NodeFailure(
-                f"router node {ctx.node.id!r}: select gave {selected!r}, not one of the routes "
-                f"{known}",
+                f"router node {ctx.node.id!r}: select gave {dumps(selected)}, not one of the "
+                f"routes {dumps(known)}",
                 code="ROUTE_UNKNOWN",
                 details={"selected": selected, "routes": known},
                 retryable=False,
             )
         return NodeResult(output={"route": route}, handles=(f"route:{route}",))
+
+
+def _route_id(selected: Any) -> str | None:
+    """A route id from ``select``'s value: a string, or an integer for ids like "1"."""
+    if isinstance(selected, str):
+        return selected
+    if isinstance(selected, int) and not isinstance(selected, bool):
+        return str(selected)
+    return None
 
 
 async def _route_by_llm(ctx: NodeContext) -> NodeResult:
