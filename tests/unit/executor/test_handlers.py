@@ -304,3 +304,22 @@ async def test_approval_parks_with_reason_and_schema_then_outputs_the_resume_inp
     )
     assert resumed.pause is None
     assert resumed.output == {"approved": True}
+
+
+# ------------------------------------------------------- node-log inputs
+
+
+async def test_handlers_record_what_they_decided_on() -> None:
+    cond = await run(ctx_for("condition", BRANCHES, {"input": {"total": 50}}))
+    assert cond.input == {
+        "branches": [
+            {"id": "big", "when": "start.total > 100", "value": False},
+            {"id": "mid", "when": "start.total > 10", "value": True},
+        ]
+    }
+    routed = await run(ctx_for("router", ROUTES, {"input": {"kind": "c"}}))
+    assert routed.input == {"select": "start.kind", "value": "c"}
+    tr = await run(ctx_for("transform", {"expression": "1 + 1"}))
+    assert tr.input == {"expression": "1 + 1"}
+    waited = await run(ctx_for("wait", {"until": "2001-01-01T00:00:00Z"}))
+    assert waited.input == {"wakeAt": "2001-01-01T00:00:00.000+00:00"}

@@ -47,6 +47,8 @@ class ConditionHandler:
     async def execute(self, ctx: NodeContext) -> NodeResult:
         branches = _ids(config_of(ctx).get("branches"), ctx, "branches")
         fallback: str | None = None
+        # The node log's input: each evaluated `when` with its value, for "why this branch?".
+        checked: list[dict[str, Any]] = []
         for branch in branches:
             when = branch.get("when")
             if when is None or when == "":
@@ -54,15 +56,20 @@ class ConditionHandler:
                     fallback = branch["id"]
                 continue
             value = ctx.resolver.evaluate(when) if isinstance(when, str) else when
+            checked.append({"id": branch["id"], "when": when, "value": value})
             if expressions.is_truthy(value):
-                return _taken(branch["id"])
+                return _taken(branch["id"], checked)
         if fallback is not None:
-            return _taken(fallback)
-        return NodeResult(output={"branch": None}, handles=())
+            return _taken(fallback, checked)
+        return NodeResult(output={"branch": None}, handles=(), input={"branches": checked})
 
 
-def _taken(branch_id: str) -> NodeResult:
-    return NodeResult(output={"branch": branch_id}, handles=(f"condition:{branch_id}",))
+def _taken(branch_id: str, checked: list[dict[str, Any]]) -> NodeResult:
+    return NodeResult(
+        output={"branch": branch_id},
+        handles=(f"condition:{branch_id}",),
+        input={"branches": checked},
+    )
 
 
 class RouterHandler:
@@ -91,7 +98,11 @@ class RouterHandler:
                 details={"selected": selected, "routes": known},
                 retryable=False,
             )
-        return NodeResult(output={"route": route}, handles=(f"route:{route}",))
+        return NodeResult(
+            output={"route": route},
+            handles=(f"route:{route}",),
+            input={"select": config.get("select"), "value": selected},
+        )
 
 
 def _route_id(selected: Any) -> str | None:

@@ -54,6 +54,10 @@ def _wake_at(ctx: NodeContext, started: float) -> tuple[float, int | None]:
     return started + duration_ms / 1000.0, duration_ms
 
 
+def _rfc3339(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds")
+
+
 class WaitHandler:
     type: ClassVar[str] = "wait"
 
@@ -72,14 +76,16 @@ class WaitHandler:
         remaining_ms = (wake_at - now) * 1000.0
         threshold = settings_of(ctx).durable_wait_threshold_ms
         if not ctx.resumed and remaining_ms > threshold:
-            return NodeResult(pause=Pause(reason="wait", wake_at=wake_at), output=None)
+            return NodeResult(
+                pause=Pause(reason="wait", wake_at=wake_at), input={"wakeAt": _rfc3339(wake_at)}
+            )
         if remaining_ms > 0:
             await asyncio.sleep(remaining_ms / 1000.0)
         if ctx.resumed and not known_start and duration_ms is not None:
             waited = duration_ms
         else:
             waited = round((time.time() - first_start) * 1000)
-        return NodeResult(output={"waitedMs": waited})
+        return NodeResult(output={"waitedMs": waited}, input={"wakeAt": _rfc3339(wake_at)})
 
 
 class ApprovalHandler:
@@ -87,7 +93,7 @@ class ApprovalHandler:
 
     async def execute(self, ctx: NodeContext) -> NodeResult:
         if ctx.resumed:
-            return NodeResult(output=ctx.resume_input)
+            return NodeResult(output=ctx.resume_input, input=ctx.resume_input)
         config = config_of(ctx)
         reason = ctx.resolver.render(config.get("reason"))
         schema = config.get("inputSchema")
@@ -98,7 +104,10 @@ class ApprovalHandler:
                 retryable=False,
             )
         text = reason if isinstance(reason, str) else ("" if reason is None else str(reason))
-        return NodeResult(pause=Pause(reason=text, input_schema=dict(schema) if schema else None))
+        return NodeResult(
+            pause=Pause(reason=text, input_schema=dict(schema) if schema else None),
+            input={"reason": text, "inputSchema": schema},
+        )
 
 
 register(WaitHandler())

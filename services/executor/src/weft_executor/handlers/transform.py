@@ -15,7 +15,9 @@ class TransformHandler:
 
     async def execute(self, ctx: NodeContext) -> NodeResult:
         expression = require(ctx, "expression")
-        return NodeResult(output=ctx.resolver.evaluate(expression))
+        return NodeResult(
+            output=ctx.resolver.evaluate(expression), input={"expression": expression}
+        )
 
 
 register(TransformHandler())
