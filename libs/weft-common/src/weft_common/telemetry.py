@@ -217,6 +217,17 @@ def instrument_libraries() -> None:
                 log.warning("could not instrument %s", type(instrumentor).__name__, exc_info=True)
 
 
+def uninstrument_libraries() -> None:
+    """Undo ``instrument_libraries`` (tests only: clients and engines made since stay traced)."""
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+    for instrumentor in (HTTPXClientInstrumentor(), SQLAlchemyInstrumentor(), RedisInstrumentor()):
+        if instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.uninstrument()
+
+
 def _span_processor(name: str) -> Any:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
@@ -281,9 +292,11 @@ class TestTelemetry:
         self.exporter.clear()
 
     def stop(self) -> None:
-        """Turn the Weft helpers and interceptors off again and drop the recorded spans (the
-        SDK providers stay: OpenTelemetry cannot uninstall them)."""
+        """Back to "off" for the tests that follow: Weft helpers and interceptors skip spans,
+        library instrumentation is removed, nothing more is recorded (the SDK providers stay
+        installed: OpenTelemetry cannot uninstall them)."""
         flags.tracing = flags.metrics = False
+        uninstrument_libraries()
         self.exporter.clear()
 
     def metric_points(self) -> dict[tuple[str, frozenset[tuple[str, Any]]], Any]:
@@ -319,13 +332,23 @@ def telemetry_for_tests(service_name: str = "weft-test") -> TestTelemetry:
         resource = build_resource(service_name)
         provider = TracerProvider(resource=resource)
         exporter = InMemorySpanExporter()
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        provider.add_span_processor(_WhileTracing(exporter))
         trace.set_tracer_provider(provider)
         reader = InMemoryMetricReader()
         otel_metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=[reader]))
         _test_telemetry = TestTelemetry(exporter=exporter, reader=reader, provider=provider)
         _installed = Telemetry(service_name=service_name, tracing=True, metrics=True)
         instrument_libraries()
+    else:
+        instrument_libraries()
     flags.tracing = flags.metrics = True
     _test_telemetry.clear()
     return _test_telemetry
+
+
+class _WhileTracing(SimpleSpanProcessor):
+    """Records only while the test hook is on, so later tests do not fill the exporter."""
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if flags.tracing:
+            super().on_end(span)
