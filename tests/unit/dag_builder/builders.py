@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 from weft_common.workflow import Edge, Node, RetryPolicy, WorkflowDefinition
@@ -31,7 +32,7 @@ def edge(source: str, target: str, handle: str = "out", edge_id: str = "") -> Ed
 
 
 def chain(*ids: str) -> list[Edge]:
-    return [edge(a, b) for a, b in zip(ids, ids[1:], strict=False)]
+    return [edge(a, b) for a, b in pairwise(ids)]
 
 
 def workflow(nodes: list[Node], edges: list[Edge], **kw: Any) -> WorkflowDefinition:

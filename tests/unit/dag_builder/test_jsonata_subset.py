@@ -1,0 +1,90 @@
+"""The fast JSONata subset reader agrees with the full parser whenever it answers."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from jsonata import parser
+
+from weft_dag_builder.expressions import analyze_expression, root_names
+from weft_dag_builder.jsonata_subset import subset_root_names
+
+NAMES = ["a", "b", "start", "fetch", "loop", "var", "x_1", "and", "or", "in", "true", "null", "function"]
+ATOMS = [*NAMES, "$f", "$count", "$", "$$", "1", "0", "2.5", "1e3", "1e999", "01", "'s'", '"t"', "'a\\'b'",
+         "`q`", "*", "**", "%", "#", "@", "^", "|", "~>", ":=", ";", "..", "??", "?:", "λ"]
+OPS = [".", "[", "]", "(", ")", "{", "}", ",", "?", ":", "+", "-", "*", "/", "%", "&", "=", "!=", "<", "<=",
+       ">", ">=", " and ", " or ", " in "]
+
+
+def _reference(source: str) -> set[str] | None:
+    """The full parser's verdict: root names, or None when it rejects the expression."""
+    try:
+        ast = parser.Parser().parse(source)
+    except Exception:
+        return None
+    if getattr(ast, "errors", None):
+        return None
+    return root_names(ast)
+
+
+def _expressions() -> st.SearchStrategy[str]:
+    name = st.sampled_from(["a", "b", "start", "fetch", "items", "price"])
+    literal = st.sampled_from(["1", "2.5", "'s'", '"t"', "true", "null", "0"])
+    var = st.sampled_from(["$f", "$count", "$exists", "$string"])
+
+    def extend(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+        binop = st.sampled_from(["+", "-", "*", "/", "%", "&", "=", "!=", "<", "<=", ">", ">=", "and", "or", "in"])
+        return st.one_of(
+            st.tuples(inner, binop, inner).map(lambda t: f"{t[0]} {t[1]} {t[2]}"),
+            st.tuples(inner, name).map(lambda t: f"{t[0]}.{t[1]}"),
+            st.tuples(inner, inner).map(lambda t: f"{t[0]}[{t[1]}]"),
+            st.tuples(var, st.lists(inner, max_size=3)).map(lambda t: f"{t[0]}({', '.join(t[1])})"),
+            st.tuples(inner, inner, inner).map(lambda t: f"{t[0]} ? {t[1]} : {t[2]}"),
+            st.tuples(inner, inner).map(lambda t: f"{t[0]} ? {t[1]}"),
+            inner.map(lambda e: f"({e})"),
+            inner.map(lambda e: f"-{e}"),
+            st.lists(inner, min_size=1, max_size=3).map(lambda xs: f"[{', '.join(xs)}]"),
+            st.tuples(inner, inner).map(lambda t: "{" + f"{t[0]}: {t[1]}" + "}"),
+        )
+
+    return st.recursive(st.one_of(name, literal, var), extend, max_leaves=12)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_expressions())
+def test_structured_expressions_agree(source: str) -> None:
+    quick = subset_root_names(source)
+    if quick is not None:
+        assert _reference(source) == quick, source
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(ATOMS + OPS), min_size=1, max_size=9), st.booleans())
+def test_token_soup_never_accepted_wrongly(tokens: list[str], spaced: bool) -> None:
+    source = (" " if spaced else "").join(tokens)
+    quick = subset_root_names(source)
+    if quick is not None:
+        assert _reference(source) == quick, source
+
+
+@pytest.mark.parametrize("source", [
+    "start.x + 1", "a.b[c > 1].d", "$exists(a) ? a : b", "{'k': a.b}", "[a, b][0]", "-a.b", "a.$f(b)",
+    "$count(fetch.body.items[price > 10]) > 2 and var.go", "a in [1, 2]", "$now()",
+])
+def test_common_expressions_take_the_fast_path(source: str) -> None:
+    quick = subset_root_names(source)
+    assert quick is not None
+    assert quick == _reference(source)
+
+
+@pytest.mark.parametrize("source", ["$$.a", "$.a", "a ~> $f()", "a.'b'", "`a b`.c", "function($x){$x}", "(a; b)",
+                                    "a{b: c}", "**.x", "a.*", "1e999", "a[]"])
+def test_constructs_outside_the_subset_go_to_the_full_parser(source: str) -> None:
+    assert subset_root_names(source) is None
+    expected = _reference(source)
+    if expected is None:
+        with pytest.raises(ValueError):
+            analyze_expression(source)
+    else:
+        assert set(analyze_expression(source)) == expected
