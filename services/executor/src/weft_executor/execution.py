@@ -47,6 +47,7 @@ __all__ = ["ExecutionRun"]
 log = logging.getLogger(__name__)
 
 _COMMIT = object()  # marks one commit() call among the followups handed back by the journal
+_FINAL = object()  # marks the final commit: its durability resolves the outcome
 _OUT = ("out",)
 _ERROR = ("error",)
 
@@ -68,8 +69,6 @@ class ExecutionRun:
         emit_started: bool,
         open_runs: Collection[str],
     ) -> None:
-        from .engine import Outcome  # noqa: F401 - cycle: engine imports this module
-
         self.engine = engine
         self.settings = engine.settings
         self.execution_id = execution_id
@@ -100,7 +99,10 @@ class ExecutionRun:
         self.max_output = self.settings.max_output_bytes
         self.ready: deque[NodeRun] = deque()
         self.work: deque[NodeRun] = deque()
-        self.running = 0
+        self.runners = 0  # runner tasks alive
+        self.executing = 0  # runners inside a node run
+        self.in_runner = False  # processing a result inside a runner (it writes the commit)
+        self.resolve_deadline = False  # outcome durable, waiting for cancelled handlers to end
         self.tasks: set[asyncio.Task[None]] = set()
         self.parked: dict[str, NodeRun] = {}
         self.inflight = 0  # commit() calls whose followups have not come back yet
@@ -129,10 +131,10 @@ class ExecutionRun:
                 self.event(
                     "execution:started", payload={"workflowId": self.dag.workflow_id, "input": self.input}
                 )
+                # Rides on the first step's commit: nothing has to wait for it.
                 self.journal.control(
                     ControlUpdate(status="RUNNING", variables=dict(self.variables))
                 )
-                self.uncommitted = True
             starts: list[NodeRun] = []
             self.enter_frame(self.top, starts)
             if self.holding:
@@ -200,7 +202,7 @@ class ExecutionRun:
             self.uncommitted = False
             self.inflight += 1
             starts.append(_COMMIT)  # type: ignore[arg-type]
-            self.journal.commit(starts)
+            self.journal.commit(starts, spawn=not self.in_runner)
         elif starts:
             self.work.extend(starts)
             self.drain_work()
@@ -213,6 +215,9 @@ class ExecutionRun:
             for f in followups:
                 if f is _COMMIT:
                     self.inflight -= 1
+                elif f is _FINAL:
+                    self._resolve_outcome()
+                    return
                 else:
                     runs.append(f)
             if self.finishing:
@@ -350,43 +355,64 @@ class ExecutionRun:
         self.flush_starts(starts)
 
     def pump(self) -> None:
-        """Start ready runs while the per-execution and per-worker limits allow."""
-        ready = self.ready
-        engine = self.engine
-        while ready and self.running < self.exec_limit and not self.finishing and not self.holding:
-            if not engine.take_worker_slot(self):
-                break
-            run = ready.popleft()
-            if run.frame.closed or run.finished:
-                engine.release_worker_slot()
-                continue
-            self.running += 1
-            run.frame.open[run.node.id] = run
-            if run.resume is None:
-                run.started_at = time.time()
-                if run.key in self.open_logged:
-                    self.open_logged.discard(run.key)
-                else:
-                    self.event("node:started", run=run, payload={})
-            task = self.loop.create_task(self._execute(run))
-            run.task = task
+        """Make sure enough runners are alive for the ready runs (within the per-execution limit).
+
+        Runners are tasks that take ready runs one after another, so a chain of nodes runs in
+        one task with no task creation per node; a fan-out gets one runner per ready run."""
+        if self.finishing or self.holding:
+            return
+        ready = len(self.ready)
+        spare = self.runners - self.executing
+        while ready > spare and self.runners < self.exec_limit:
+            self.runners += 1
+            spare += 1
+            task = self.loop.create_task(self._runner())
             self.tasks.add(task)
-            task.add_done_callback(self._task_done)
+            task.add_done_callback(self.tasks.discard)
         self.check_idle()
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        # A done callback, not a ``finally``: a task cancelled before its first step never runs
-        # its body, and its slot must still come back.
-        self.tasks.discard(task)
-        self.running -= 1
-        self.engine.release_worker_slot()
-        if not self.finishing:
-            self.pump()
+    def _take_ready(self) -> NodeRun | None:
+        """The next runnable ready run, holding a worker slot; None when there is none (or the
+        worker budget is spent: the engine pumps this execution again when a slot frees)."""
+        ready = self.ready
+        while ready and not self.finishing and not self.holding:
+            if not self.engine.take_worker_slot(self):
+                return None
+            run = ready.popleft()
+            if run.frame.closed or run.finished:
+                self.engine.release_worker_slot()
+                continue
+            return run
+        return None
+
+    async def _runner(self) -> None:
+        current = asyncio.current_task()
+        assert current is not None
+        try:
+            while True:
+                run = self._take_ready()
+                if run is None:
+                    return
+                self.executing += 1
+                try:
+                    await self._execute(run, current)
+                finally:
+                    self.executing -= 1
+                    self.engine.release_worker_slot()
+                    if self.resolve_deadline and not self.executing:
+                        self._set_outcome()
+                # Write what this run recorded here, without a writer task (group commit: if a
+                # write is already in flight, it takes our records in its next batch).
+                await self.journal.lead()
+        finally:
+            self.runners -= 1
+            if not self.finishing:
+                self.pump()
 
     def check_idle(self) -> None:
         """Nothing runs, nothing is ready, nothing waits on a commit: pause or complete."""
         if (
-            self.finishing or self.running or self.ready or self.inflight or self.work
+            self.finishing or self.executing or self.ready or self.inflight or self.work
             or self.draining or self.top.closed or self.holding
         ):
             return
@@ -396,10 +422,28 @@ class ExecutionRun:
             self._internal_error(RuntimeError("scheduler stalled: nothing ready, nothing running"))
 
     # ------------------------------------------------------------------ running one node
-    async def _execute(self, run: NodeRun) -> None:
-        outcome = await self._attempts(run)
+    async def _execute(self, run: NodeRun, task: asyncio.Task[None]) -> None:
+        run.frame.open[run.node.id] = run
+        run.task = task
+        if run.resume is None:
+            run.started_at = time.time()
+            if run.key in self.open_logged:
+                self.open_logged.discard(run.key)
+            else:
+                self.event("node:started", run=run, payload={})
+        try:
+            outcome = await self._attempts(run)
+        except asyncio.CancelledError:
+            if run.finished and not self.finishing:
+                # We cancelled this run (its frame failed): the runner goes on with other work.
+                task.uncancel()
+                return
+            raise
+        finally:
+            run.task = None
         if self.finishing or run.finished:
             return
+        self.in_runner = True
         try:
             starts: list[NodeRun] = []
             if run.resume is not None and run.resume.resume_id:
@@ -410,9 +454,10 @@ class ExecutionRun:
             else:
                 self._node_result(run, outcome, starts)
             self.flush_starts(starts)
-            self.pump()
         except Exception as exc:  # noqa: BLE001
             self._internal_error(exc)
+        finally:
+            self.in_runner = False
 
     async def _attempts(self, run: NodeRun) -> NodeResult | NodeFailure:
         node = run.node
@@ -832,36 +877,35 @@ class ExecutionRun:
                         control.applied_resume_ids.append(r.resume_id)
             self.pending_resumes.clear()
         self.journal.control(control)
-        self.journal.commit()
-        self.loop.create_task(self._close())
+        # Runs still open were cancelled by whoever ended the execution; idle runners exit on
+        # their own (a runner may be writing a batch right now: never cancel it).
+        # The final commit resolves the outcome once durable (see _on_durable).
+        self.journal.commit([_FINAL], spawn=not self.in_runner)
 
-    async def _close(self) -> None:
+    def _resolve_outcome(self) -> None:
+        """Resolve ``done`` once no handler is still unwinding from a cancellation (bounded)."""
+        if self.executing and not self.resolve_deadline:
+            self.resolve_deadline = True
+            self.loop.call_later(5.0, self._set_outcome)
+            return
+        if not self.executing:
+            self._set_outcome()
+
+    def _set_outcome(self) -> None:
         from .engine import Outcome
 
-        try:
-            await self.journal.drain()
-        except BaseException as exc:  # noqa: BLE001 - the store failed: the caller must know
-            for task in list(self.tasks):
-                task.cancel()
-            if not self.done.done():
-                self.done.set_exception(exc)
+        if self.done.done():
             return
-        tasks = list(self.tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=5)
-        if not self.done.done():
-            self.done.set_result(
-                Outcome(
-                    status=self.status,
-                    outputs=self.outputs if self.status == "SUCCEEDED" else {},
-                    error=self.error,
-                    paused_nodes=[r.parked for r in self.parked.values() if r.parked is not None],
-                    variables=dict(self.variables),
-                    token_usage=dict(self.token_usage) if self.token_usage else None,
-                )
+        self.done.set_result(
+            Outcome(
+                status=self.status,
+                outputs=self.outputs if self.status == "SUCCEEDED" else {},
+                error=self.error,
+                paused_nodes=[r.parked for r in self.parked.values() if r.parked is not None],
+                variables=dict(self.variables),
+                token_usage=dict(self.token_usage) if self.token_usage else None,
             )
+        )
 
 
 class _LazyResolver:

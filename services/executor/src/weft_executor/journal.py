@@ -21,6 +21,8 @@ from .records import Commit, ControlUpdate, EventDraft, ExecutionStore, NodeLogR
 
 __all__ = ["Journal", "merge_control"]
 
+_LEADER: Any = object()  # marks a write done inline by the caller (``lead``), not by a task
+
 
 def merge_control(into: ControlUpdate | None, update: ControlUpdate) -> ControlUpdate:
     """Fold ``update`` into ``into`` (later values win, resume ids accumulate)."""
@@ -69,7 +71,7 @@ class Journal:
         self._control: ControlUpdate | None = None
         self._followups: list[Any] = []
         self._commit_wanted = False
-        self._writer: asyncio.Task[None] | None = None
+        self._writer: Any = None  # the writer task, _LEADER, or None
         self._timer: asyncio.TimerHandle | None = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -80,7 +82,9 @@ class Journal:
     def event(self, draft: EventDraft) -> None:
         """Buffer an event; it is written with the next commit or by the flush timer."""
         self._events.append(draft)
-        if self._writer is None and self._timer is None and self._failed is None:
+        if self._timer is None and self._failed is None:
+            # One timer per flush interval, never cancelled: when it fires after a commit took
+            # the events, it finds nothing to do. (No timer per event on the hot path.)
             self._idle.clear()
             self._timer = asyncio.get_running_loop().call_later(self._flush_s, self._flush)
 
@@ -95,12 +99,35 @@ class Journal:
     def control(self, update: ControlUpdate) -> None:
         self._control = merge_control(self._control, update)
 
-    def commit(self, followups: list[Any] | None = None) -> None:
-        """Make everything buffered so far durable; then hand ``followups`` to ``on_durable``."""
+    def commit(self, followups: list[Any] | None = None, *, spawn: bool = True) -> None:
+        """Make everything buffered so far durable; then hand ``followups`` to ``on_durable``.
+
+        ``spawn=False``: the caller writes it itself right after with ``await lead()``."""
         if followups:
             self._followups.extend(followups)
         self._commit_wanted = True
-        self._ensure_writer()
+        if spawn:
+            self._ensure_writer()
+
+    async def lead(self) -> None:
+        """Write pending work in the calling task when no write is in flight (one batch; more
+        work that arrives meanwhile goes to a writer task so the caller is not held)."""
+        if self._writer is not None or self._failed is not None or not self._has_work():
+            return
+        self._writer = _LEADER
+        self._idle.clear()
+        try:
+            await self._write_batch()
+        except BaseException as exc:  # noqa: BLE001
+            self._fail(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        self._writer = None
+        if self._has_work():
+            self._ensure_writer()
+        else:
+            self._after_writes()
 
     # -- waiting ------------------------------------------------------------------------------
     async def drain(self) -> None:
@@ -119,48 +146,58 @@ class Journal:
     # -- writing ------------------------------------------------------------------------------
     def _flush(self) -> None:
         self._timer = None
-        if self._events and self._failed is None:
+        if self._failed is not None:
+            return
+        if self._events:
             self._commit_wanted = True
             self._ensure_writer()
+        elif self._writer is None and not self._has_work():
+            self._idle.set()
 
     def _ensure_writer(self) -> None:
         if self._writer is not None or self._failed is not None:
             return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         self._idle.clear()
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
 
     def _has_work(self) -> bool:
         return self._commit_wanted or bool(self._steps or self._logs or self._control is not None)
 
+    async def _write_batch(self) -> None:
+        commit = Commit(
+            steps=self._steps, node_logs=self._logs, events=self._events, control=self._control,
+        )
+        followups = self._followups
+        self._steps, self._logs, self._events, self._followups = [], [], [], []
+        self._control = None
+        self._commit_wanted = False
+        await self._store.write(commit)
+        self.commits += 1
+        # May buffer more work (successors finishing synchronously): the caller loops for it.
+        self._on_durable(followups)
+
     async def _write_loop(self) -> None:
         try:
             while self._has_work():
-                commit = Commit(
-                    steps=self._steps, node_logs=self._logs, events=self._events,
-                    control=self._control,
-                )
-                followups = self._followups
-                self._steps, self._logs, self._events, self._followups = [], [], [], []
-                self._control = None
-                self._commit_wanted = False
-                await self._store.write(commit)
-                self.commits += 1
-                # May buffer more work (successors finishing synchronously): the loop picks it up.
-                self._on_durable(followups)
+                await self._write_batch()
         except BaseException as exc:  # noqa: BLE001 - the engine decides; nothing more is written
-            self._failed = exc
-            self._writer = None
-            self._idle.set()
-            if not isinstance(exc, asyncio.CancelledError):
-                self._on_error(exc)
+            self._fail(exc)
             return
         self._writer = None
+        self._after_writes()
+
+    def _fail(self, exc: BaseException) -> None:
+        self._failed = exc
+        self._writer = None
+        self._idle.set()
+        if not isinstance(exc, asyncio.CancelledError):
+            self._on_error(exc)
+
+    def _after_writes(self) -> None:
         if self._events:
-            # Events buffered by on_durable without a commit request: the timer takes them.
-            self._timer = asyncio.get_running_loop().call_later(self._flush_s, self._flush)
+            # Events buffered without a commit request: the timer takes them.
+            if self._timer is None:
+                self._timer = asyncio.get_running_loop().call_later(self._flush_s, self._flush)
         else:
             self._idle.set()
 
@@ -169,5 +206,5 @@ class Journal:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._writer is not None:
+        if isinstance(self._writer, asyncio.Task):
             self._writer.cancel()
