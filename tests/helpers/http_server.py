@@ -18,6 +18,9 @@ acceptance runner's fake upstream):
 - ``/redirect?to=URL&code=302``: a redirect to URL.
 - ``/headers?name=value...``: 200 with each query pair set as a response header.
 
+With ``tls=`` (a server ``ssl.SSLContext``) it serves HTTPS; ``make_certificates`` mints a CA
+and a server certificate for given host names with the ``openssl`` command.
+
 Every request is recorded (``server.requests``), and every ``Idempotency-Key`` header
 (``server.idempotency_keys``), in arrival order.
 
@@ -29,14 +32,17 @@ Every request is recorded (``server.requests``), and every ``Idempotency-Key`` h
 from __future__ import annotations
 
 import json
+import ssl
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["HttpTestServer", "RecordedRequest"]
+__all__ = ["HttpTestServer", "RecordedRequest", "TestCertificates", "make_certificates"]
 
 
 @dataclass(slots=True)
@@ -210,16 +216,18 @@ class _Handler(BaseHTTPRequestHandler):
 class HttpTestServer:
     """Start on construction; ``close()`` (or leave the ``with`` block) to stop."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", *, tls: ssl.SSLContext | None = None) -> None:
         self.lock = threading.Lock()
         self.requests: list[RecordedRequest] = []
         self.idempotency_keys: list[str] = []
         self.flaky_counts: dict[str, int] = {}
         self._server = _Server((host, 0), _Handler)
         self._server.owner = self
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
         self.host = host
         self.port: int = self._server.server_address[1]
-        self.base_url = f"http://{host}:{self.port}"
+        self.base_url = f"{'https' if tls else 'http'}://{host}:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
@@ -245,3 +253,69 @@ class HttpTestServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass(frozen=True, slots=True)
+class TestCertificates:
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(self.cert_file, self.key_file)
+        return ctx
+
+    def client_context(self) -> ssl.SSLContext:
+        """Trusts only this CA, verifies host names."""
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+
+def make_certificates(directory: Path, *names: str) -> TestCertificates:
+    """A throwaway CA and a server certificate for ``names`` (DNS names), via ``openssl``."""
+    d = Path(directory)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    ca_key, ca_crt = d / "ca.key", d / "ca.crt"
+    key, csr, crt, ext = d / "server.key", d / "server.csr", d / "server.crt", d / "server.ext"
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1")  # fast to generate
+    openssl(
+        "req",
+        "-x509",
+        *ec,
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=weft test CA",
+        "-keyout",
+        str(ca_key),
+        "-out",
+        str(ca_crt),
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=keyCertSign",
+    )
+    openssl("req", *ec, "-nodes", "-subj", f"/CN={names[0]}", "-keyout", str(key), "-out", str(csr))
+    ext.write_text("subjectAltName=" + ",".join(f"DNS:{n}" for n in names) + "\n")
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(ca_crt),
+        "-CAkey",
+        str(ca_key),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        str(crt),
+        "-extfile",
+        str(ext),
+    )
+    return TestCertificates(ca_file=ca_crt, cert_file=crt, key_file=key)

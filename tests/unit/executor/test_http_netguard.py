@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
-from helpers.http_server import HttpTestServer
+from helpers.http_server import HttpTestServer, make_certificates
 
 from weft_common.compiled import CompiledNode
 from weft_executor import netguard
@@ -196,3 +197,30 @@ async def test_an_unguarded_services_client_is_not_used(server: HttpTestServer) 
         assert info.value.code == "URL_BLOCKED"
     finally:
         await plain.aclose()
+
+
+async def test_tls_verifies_the_url_host_while_connecting_to_the_pinned_address(
+    tmp_path: Path,
+) -> None:
+    # The certificate is valid for "pinned.test" only; the socket goes to 127.0.0.1 (what the
+    # resolver vetted). Success means SNI and verification used the host name, not the address.
+    certs = make_certificates(tmp_path, "pinned.test")
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    with HttpTestServer(tls=certs.server_context()) as tls_server:
+        client = netguard.guarded_client(
+            allow_private=True, resolve=resolve, verify=certs.client_context()
+        )
+        try:
+            ok = await run(ctx(f"https://pinned.test:{tls_server.port}/echo", PRIVATE_OK, client))
+            assert ok.output["status"] == 200
+            assert ok.output["body"]["headers"]["host"] == f"pinned.test:{tls_server.port}"
+            # The same server by address: the certificate does not cover it, so TLS fails.
+            with pytest.raises(NodeFailure) as info:
+                await run(ctx(f"https://127.0.0.1:{tls_server.port}/echo", PRIVATE_OK, client))
+            assert info.value.code == "HTTP_CONNECTION"
+            assert "CERTIFICATE_VERIFY_FAILED" in info.value.message
+        finally:
+            await client.aclose()

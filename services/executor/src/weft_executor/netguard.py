@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -215,14 +216,15 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
         allow_private: bool,
         resolve: HostResolver | None = None,
         limits: httpx.Limits | None = None,
-        verify: bool = True,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         limits = limits or httpx.Limits(max_connections=1024, max_keepalive_connections=256)
         # No proxies from the environment: a proxy would make the guard vet the proxy, not the
         # destination.
         super().__init__(verify=verify, trust_env=False, limits=limits)
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
+            # SSL_CERT_FILE/SSL_CERT_DIR are honoured (custom CAs); only proxies are not.
+            ssl_context=httpx.create_ssl_context(verify=verify, trust_env=True),
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
@@ -241,13 +243,16 @@ def guarded_client(
     timeout_s: float = 30.0,
     resolve: HostResolver | None = None,
     limits: httpx.Limits | None = None,
+    verify: ssl.SSLContext | bool = True,
 ) -> httpx.AsyncClient:
     """An httpx client for user-directed requests: every connection goes through the guard.
 
     Build it once per process (or per event loop) and share it: ``ctx.services.http``.
     """
     client = httpx.AsyncClient(
-        transport=GuardedTransport(allow_private=allow_private, resolve=resolve, limits=limits),
+        transport=GuardedTransport(
+            allow_private=allow_private, resolve=resolve, limits=limits, verify=verify
+        ),
         timeout=timeout_s,
         trust_env=False,
         follow_redirects=False,
