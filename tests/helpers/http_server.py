@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["HttpTestServer", "RecordedRequest", "TestCertificates", "make_certificates"]
+__all__ = ["CertificateSet", "HttpTestServer", "RecordedRequest", "make_certificates"]
 
 
 @dataclass(slots=True)
@@ -256,7 +256,7 @@ class HttpTestServer:
 
 
 @dataclass(frozen=True, slots=True)
-class TestCertificates:
+class CertificateSet:
     ca_file: Path
     cert_file: Path
     key_file: Path
@@ -271,7 +271,7 @@ class TestCertificates:
         return ssl.create_default_context(cafile=str(self.ca_file))
 
 
-def make_certificates(directory: Path, *names: str) -> TestCertificates:
+def make_certificates(directory: Path, *names: str) -> CertificateSet:
     """A throwaway CA and a server certificate for ``names`` (DNS names), via ``openssl``."""
     d = Path(directory)
 
@@ -318,4 +318,4 @@ def make_certificates(directory: Path, *names: str) -> TestCertificates:
         "-extfile",
         str(ext),
     )
-    return TestCertificates(ca_file=ca_crt, cert_file=crt, key_file=key)
+    return CertificateSet(ca_file=ca_crt, cert_file=crt, key_file=key)
