@@ -154,8 +154,6 @@ class CompiledExpression:
                 code="EXPRESSION_ERROR",
                 retryable=False,
             ) from None
-        except NodeFailure:
-            raise
         except Exception as exc:  # the library raises plain Python errors on some bad inputs
             raise NodeFailure(
                 f"expression {_quote(self.source)} failed: {type(exc).__name__}: {exc}",
@@ -170,10 +168,10 @@ def _at(position: int | None) -> str:
 
 
 def _message(exc: JException) -> str:
-    text = str(exc)
-    # jsonata-python appends "{code=... position=...}"-style details; the position is already
-    # in our message, keep the code for searchability.
-    return text.strip()
+    """The library's message with its error code (``S0203``, ``T2001``, see docs.jsonata.org)."""
+    text = str(exc).strip()
+    code = getattr(exc, "error", None)
+    return f"{text} ({code})" if code and code not in text else text
 
 
 _CACHE_LIMIT = 4096
