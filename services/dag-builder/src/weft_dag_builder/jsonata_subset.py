@@ -32,8 +32,8 @@ _INFIX = {
 }
 _KEYWORD_OPS = frozenset({"and", "or", "in"})
 _VALUES = frozenset({"true", "false", "null"})
-_MAX_TOKENS = 2_000
-_MAX_NESTING = 60
+_MAX_TOKENS = 50_000  # bounded by the expression size limit anyway; the reader is linear
+_MAX_NESTING = 100  # deeper nesting goes to the full parser
 
 # Token kinds.
 _NAME, _VAR, _LIT, _OP, _END = range(5)

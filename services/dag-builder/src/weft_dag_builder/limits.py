@@ -16,7 +16,7 @@ class Limits:
     # Any single string in a node's config (URL, template, prompt...), in characters.
     max_string_chars: int = 1_000_000
     # A JSONata expression, in characters.
-    max_expression_chars: int = 20_000
+    max_expression_chars: int = 10_000
     # Objects/arrays nested inside a node's config.
     max_config_depth: int = 32
     max_name_chars: int = 256  # edge ids, branch ids, route ids
