@@ -53,7 +53,7 @@ async def wait_for(c: httpx.AsyncClient, eid: str, wanted: set[str], within: flo
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 async def test_restart_finds_every_execution_where_it_was(tmp_path: Path, sig: int) -> None:
     first = await WeftUp(tmp_path).start()
     async with httpx.AsyncClient(base_url=first.url, timeout=30) as c:

@@ -9,6 +9,7 @@ PostgreSQL + Redis.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,10 +42,12 @@ class EmbeddedStack:
     async def stop(self) -> None:
         while self.services:
             name, svc = self.services.pop()
+            started = time.perf_counter()
             try:
                 await svc.stop()
             except Exception:
                 log.exception("stopping %s failed", name)
+            log.info("%s stopped in %.2f s", name, time.perf_counter() - started)
 
 
 async def start_stack(*, http_port: int = 8080, data_dir: str | Path = ".weft",

@@ -9,6 +9,7 @@ once (a disconnect listener cancels the stream and with it the upstream call).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -110,11 +111,17 @@ class SseResponse:
         try:
             await asyncio.wait((pump, gone), return_when=asyncio.FIRST_COMPLETED)
         finally:
+            client_left = gone.done()
             gone.cancel()
             pump.cancel()
             if self.registry is not None:
                 self.registry.discard(pump)
             await asyncio.gather(pump, gone, return_exceptions=True)
+        if pump.cancelled() and not client_left:
+            # Stopped by the server (shutdown): end the response properly; the client reconnects
+            # with Last-Event-ID.
+            with contextlib.suppress(Exception):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _pump(self, send: Send) -> None:
         try:
