@@ -6,10 +6,21 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
-from helpers.db import Backend
+import pytest
+from helpers.db import (
+    REDIS_URL,
+    Backend,
+    check_redis,
+    create_postgres_database,
+    drop_postgres_database,
+    flush_redis_prefix,
+    postgres_url,
+    random_name,
+)
 
 from weft.executor.v1 import executor_pb2, executor_pb2_grpc
 from weft.state.v1 import state_pb2, state_pb2_grpc
@@ -26,7 +37,7 @@ from weft_state.server import RunningStateService
 from weft_state.server import serve as serve_state
 from weft_state.settings import StateSettings
 
-__all__ = ["TERMINAL", "Stack", "start_stack"]
+__all__ = ["TERMINAL", "Backends", "Stack", "check_log", "outputs", "start_stack"]
 
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 TERMINAL_EVENTS = ("execution:completed", "execution:failed", "execution:cancelled")
@@ -193,6 +204,43 @@ async def start_stack(backend: Backend, *, executors: int = 1, **executor_overri
         for _ in range(executors)
     ]
     return Stack(backend, state, dag_builder, services)
+
+
+class Backends:
+    """Fresh backends for executor stacks, cleaned up at the end of the session."""
+
+    def __init__(self, tmp: pytest.TempPathFactory) -> None:
+        self.tmp = tmp
+        self.databases: list[str] = []
+        self.prefixes: list[str] = []
+        self.stacks: dict[str, Stack] = {}
+
+    async def new(self, name: str) -> Backend:
+        if name == "sqlite":
+            path: Path = self.tmp.mktemp("executor-sqlite") / "weft.db"
+            return Backend("sqlite", f"sqlite+aiosqlite:///{path}", "")
+        try:
+            await check_redis()
+            database = await create_postgres_database(random_name("weft_exec_"))
+        except RuntimeError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        self.databases.append(database)
+        prefix = random_name("weft_exec_") + ":"
+        self.prefixes.append(prefix)
+        return Backend("postgres", postgres_url(database), REDIS_URL, prefix)
+
+    async def shared_stack(self, name: str) -> Stack:
+        if name not in self.stacks:
+            self.stacks[name] = await start_stack(await self.new(name))
+        return self.stacks[name]
+
+    async def close(self) -> None:
+        for stack in self.stacks.values():
+            await stack.stop()
+        for database in self.databases:
+            await drop_postgres_database(database)
+        for prefix in self.prefixes:
+            await flush_redis_prefix(prefix)
 
 
 def outputs(execution: workflow_pb2.Execution) -> Any:

@@ -175,6 +175,7 @@ class Worker:
             self._capacity.set()
 
     async def _run_inner(self, run: _Running) -> None:
+        t0 = time.perf_counter()
         try:
             loaded = await self.state.load(run.lease)
         except (NotFound, FailedPrecondition, Conflict) as exc:
@@ -195,6 +196,11 @@ class Worker:
         open_runs = await self._open_runs(execution) if continuing else set()
         if run.lost or store.fenced:
             return
+        log.debug(
+            "execution %s: loaded in %.1f ms (%d steps, %d resumes, %d open runs)",
+            run.execution_id, (time.perf_counter() - t0) * 1000, len(loaded.steps),
+            len(loaded.resumes), len(open_runs),
+        )
         resumes = [resume_from_proto(r) for r in loaded.resumes]
         run.delivered.update(r.resume_id for r in loaded.resumes)
         handle = self.engine.start(
