@@ -3,10 +3,12 @@ and the driver that commits like an executor (``state_support.Driver``)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
-from helpers.db import Backend
+from helpers.db import Backend, create_postgres_database, drop_postgres_database, postgres_url
 from state_support import Driver, state_settings
 
 from weft_state.server import build_store
@@ -14,7 +16,8 @@ from weft_state.store import StateStore
 
 
 @pytest.fixture(scope="session")
-async def _store_cache() -> AsyncIterator[dict[str, StateStore]]:
+async def _store_cache(postgres_database_url: str) -> AsyncIterator[dict[str, StateStore]]:
+    # Depends on the database so that the stores close before it is dropped.
     cache: dict[str, StateStore] = {}
     yield cache
     for store in cache.values():
@@ -32,3 +35,22 @@ async def store(backend: Backend, _store_cache: dict[str, StateStore]) -> StateS
 @pytest.fixture
 def driver(store: StateStore) -> Driver:
     return Driver(store)
+
+
+@pytest.fixture
+async def fresh_store(backend: Backend, tmp_path: Path) -> AsyncIterator[StateStore]:
+    """A store on an empty database of its own (for tests that look at *all* claimable work)."""
+    name = ""
+    if backend.name == "postgres":
+        name = await create_postgres_database()
+        url = postgres_url(name)
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
+    store = await build_store(state_settings(dataclasses.replace(backend, database_url=url)))
+    try:
+        yield store
+    finally:
+        await store.bus.close()
+        await store.db.close()
+        if name:
+            await drop_postgres_database(name)

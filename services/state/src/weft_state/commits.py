@@ -1,6 +1,7 @@
 """CommitStep: one transaction per completed step.
 
-The execution row is updated first — ``UPDATE ... WHERE version = expected AND lease_token =
+On PostgreSQL most commits take the one-statement fast path in ``commits_pg``. The general
+path, here: the execution row is updated first — ``UPDATE ... WHERE version = expected AND lease_token =
 token RETURNING last_seq`` — which both checks optimistic concurrency and takes the row lock, so
 concurrent writers of one execution serialise on it and a stale one matches no row (ABORTED,
 nothing written). The returned ``last_seq`` reserves this commit's event seqs. Then the steps,
@@ -11,6 +12,8 @@ step). Events are published to the bus after the transaction commits.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, case, func, select, tuple_, update
@@ -20,16 +23,20 @@ from weft_common import jsonutil
 from weft_common.errors import Conflict, NotFound
 
 from .clock import utcnow
+from .commits_pg import FAST_COMMIT_SQL, fast_commit_args
 from .domain import (
     TERMINAL_STATUSES,
     CommitRequest,
     CommitResult,
     ExecutionStatus,
+    NodeLogRow,
     PausedNode,
+    StepRow,
+    StoredEvent,
     scope_key,
     scope_to_json,
 )
-from .eventlog import append_events
+from .eventlog import append_events, event_tail, with_seq
 from .store import (
     NL,
     PAUSE_APPLIED,
@@ -49,10 +56,79 @@ def _json_or_empty(value: Any) -> str:
     return "" if value is None else jsonutil.dumps(value)
 
 
+def _dedupe_steps(steps: tuple[StepRow, ...]) -> tuple[StepRow, ...]:
+    """One row per key (a batch may re-commit a key): the last one wins."""
+    if len({s.key for s in steps}) == len(steps):
+        return steps
+    last: dict[str, StepRow] = {}
+    for s in steps:
+        last.pop(s.key, None)
+        last[s.key] = s
+    return tuple(last.values())
+
+
+def _dedupe_logs(logs: tuple[NodeLogRow, ...]) -> tuple[NodeLogRow, ...]:
+    """One record per node run (a batch may hold its RUNNING and its final record): the later
+    wins, keeping what only the earlier said (input, type, start)."""
+    keys = [(n.node_id, scope_key(n.scope)) for n in logs]
+    if len(set(keys)) == len(keys):
+        return logs
+    merged: dict[tuple[str, str], NodeLogRow] = {}
+    for key, n in zip(keys, logs, strict=True):
+        old = merged.pop(key, None)
+        if old is not None:
+            n = replace(
+                n,
+                input_json=n.input_json or old.input_json,
+                node_type=n.node_type or old.node_type,
+                started_at=old.started_at or n.started_at,
+            )
+        merged[key] = n
+    return tuple(merged.values())
+
+
 async def commit_step(store: StateStore, req: CommitRequest) -> CommitResult:
+    req = replace(req, steps=_dedupe_steps(req.steps), node_logs=_dedupe_logs(req.node_logs))
+    now = utcnow()
+    if store.db.pg_pool is not None:
+        done = await _commit_fast(store, req, now)
+        if done is not None:
+            return done
+    return await _commit_general(store, req, now)
+
+
+async def _commit_fast(store: StateStore, req: CommitRequest, now: datetime) -> CommitResult | None:
+    """PostgreSQL: the whole commit in one statement (see ``commits_pg``); None when this
+    commit needs the general path (pauses, or the guard refused: stale, lost, open pauses)."""
+    execution_id = req.lease.execution_id
+    tails = [event_tail(execution_id, d, now) for d in req.events]
+    args = fast_commit_args(req, tails, now)
+    if args is None:
+        return None
+    assert store.db.pg_pool is not None
+    async with store.db.pg_pool.acquire() as conn:
+        row = await conn.fetchrow(FAST_COMMIT_SQL, *args)
+    if row is None:
+        return None  # the general path says why, or handles the open pauses
+    first = row["last_seq"] - len(tails) + 1
+    events = [
+        StoredEvent(execution_id, first + i, d.type, d.node_id, with_seq(first + i, tail))
+        for i, (d, tail) in enumerate(zip(req.events, tails, strict=True))
+    ]
+    _after_commit(store, req, events)
+    return CommitResult(version=row["version"], last_seq=row["last_seq"])
+
+
+def _after_commit(store: StateStore, req: CommitRequest, events: list[StoredEvent]) -> None:
+    store.bus.publish(req.lease.execution_id, events)
+    status = req.control.status
+    if req.control.release_lease and status not in TERMINAL_STATUSES:
+        store.bus.notify_work()  # it may be runnable again (a resume queued meanwhile, a wake-up)
+
+
+async def _commit_general(store: StateStore, req: CommitRequest, now: datetime) -> CommitResult:
     execution_id = req.lease.execution_id
     control = req.control
-    now = utcnow()
     values: dict[str, Any] = {
         "version": E.c.version + 1,
         "updated_at": now,
@@ -118,9 +194,7 @@ async def commit_step(store: StateStore, req: CommitRequest) -> CommitResult:
         )
         if touches_pauses:
             await _apply_pauses(store, conn, req, now, terminal=status in TERMINAL_STATUSES)
-    store.bus.publish(execution_id, events)
-    if control.release_lease and status not in TERMINAL_STATUSES:
-        store.bus.notify_work()  # it may be runnable again (a resume queued meanwhile, a wake-up)
+    _after_commit(store, req, events)
     return CommitResult(version=head.version, last_seq=head.last_seq)
 
 

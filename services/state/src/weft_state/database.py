@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event, text
+from sqlalchemy import event, make_url, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -27,12 +28,17 @@ _MIGRATION_LOCK_ID = 0x57454654
 class Database:
     engine: AsyncEngine
     url: str
+    # PostgreSQL only: a plain asyncpg pool for the commit hot path (one prepared statement per
+    # commit, no SQLAlchemy compilation or greenlet hop).
+    pg_pool: asyncpg.Pool | None = None
 
     @property
     def is_postgres(self) -> bool:
         return self.engine.dialect.name == "postgresql"
 
     async def close(self) -> None:
+        if self.pg_pool is not None:
+            await self.pg_pool.close()
         await self.engine.dispose()
 
 
@@ -56,11 +62,18 @@ async def open_database(url: str, *, pool_size: int = 20, max_overflow: int = 20
         engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     else:
+        # No pre-ping (a round trip per checkout); broken connections are recycled on error.
         engine = create_async_engine(
-            url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
+            url, pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800
         )
     db = Database(engine=engine, url=url)
     await migrate(db)
+    if db.is_postgres:
+        db.pg_pool = await asyncpg.create_pool(
+            make_url(url).set(drivername="postgresql").render_as_string(hide_password=False),
+            min_size=1,
+            max_size=pool_size,
+        )
     return db
 
 

@@ -2,6 +2,9 @@
 
 The caller reserves the seqs by bumping ``executions.last_seq`` under the row lock, so seqs are
 1..N with no gap even with several concurrent writers (commits, cancellations).
+
+An event's JSON is built in two parts so that the seq can be added last (by PostgreSQL itself on
+the fast commit path): ``event_tail`` is everything after ``{"seq":N,``.
 """
 
 from __future__ import annotations
@@ -13,18 +16,21 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from weft_common import jsonutil
+from weft_common.errors import InvalidArgument
 
 from .clock import rfc3339
 from .domain import EventIn, StoredEvent, scope_to_json
 from .store import EV
 
-__all__ = ["append_events", "compose_event"]
+__all__ = ["append_events", "compose_event", "event_tail", "with_seq"]
+
+_ASSIGNED = frozenset({"seq", "type", "executionId", "timestamp"})
 
 
-def compose_event(execution_id: str, seq: int, draft: EventIn, now: datetime) -> StoredEvent:
-    """The final event JSON: seq, type, executionId, timestamp, nodeId/scope, then the payload."""
+def event_tail(execution_id: str, draft: EventIn, now: datetime) -> str:
+    """The event JSON after its seq: type, executionId, timestamp, nodeId/scope, then the
+    draft's payload (which cannot override what the state service assigns)."""
     body: dict[str, Any] = {
-        "seq": seq,
         "type": draft.type,
         "executionId": execution_id,
         "timestamp": rfc3339(draft.timestamp or now),
@@ -35,12 +41,21 @@ def compose_event(execution_id: str, seq: int, draft: EventIn, now: datetime) ->
     if draft.payload_json:
         payload = jsonutil.loads(draft.payload_json)
         if not isinstance(payload, dict):
-            from weft_common.errors import InvalidArgument
-
             raise InvalidArgument(f"event {draft.type!r}: payload_json must be a JSON object")
         for key, value in payload.items():
-            body.setdefault(key, value)
-    return StoredEvent(execution_id, seq, draft.type, draft.node_id, jsonutil.dumps(body))
+            if key not in body and key not in _ASSIGNED:
+                body[key] = value
+    return jsonutil.dumps(body)[1:]
+
+
+def with_seq(seq: int, tail: str) -> str:
+    return f'{{"seq":{seq},{tail}'
+
+
+def compose_event(execution_id: str, seq: int, draft: EventIn, now: datetime) -> StoredEvent:
+    """The final event: seq, type, executionId, timestamp, nodeId/scope, then the payload."""
+    payload = with_seq(seq, event_tail(execution_id, draft, now))
+    return StoredEvent(execution_id, seq, draft.type, draft.node_id, payload)
 
 
 async def append_events(

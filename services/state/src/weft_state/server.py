@@ -28,9 +28,7 @@ async def build_store(settings: StateSettings) -> StateStore:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
     )
-    bus = make_bus(
-        settings.redis_url, buffer=settings.stream_buffer, prefix=settings.redis_prefix
-    )
+    bus = make_bus(settings.redis_url, buffer=settings.stream_buffer, prefix=settings.redis_prefix)
     await bus.start()
     options = StoreOptions(
         stream_poll_s=settings.stream_poll_ms / 1000,
