@@ -27,7 +27,7 @@ from typing import Any
 import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
-from engine import Clock, compile_json, execute, install_noop, make_engine, noop_node, report  # noqa: E402
+from engine import Clock, compile_json, execute, install_noop, make_engine, noop_node, report
 
 
 class PeakRss:

@@ -31,8 +31,8 @@ from weft_common.compiled import CompiledDag
 from weft_common.workflow import definition_from_json
 from weft_dag_builder import compile_workflow
 from weft_executor import Engine, Outcome, Resume, RunHandle
-from weft_executor.memory_store import RecordingStore
 from weft_executor.handlers.base import HANDLERS, NodeContext, NodeFailure, NodeResult
+from weft_executor.memory_store import RecordingStore
 from weft_executor.records import NodeLogRecord, StepRecord, scope_json, scope_key
 from weft_executor.settings import ExecutorSettings
 
@@ -130,8 +130,8 @@ class Run:
     def node_events(self, node_id: str) -> list[str]:
         return [e.draft.type for e in self.store.events if e.draft.node_id == node_id]
 
-    async def wait(self, timeout: float = 30) -> Outcome:
-        self.outcome = await asyncio.wait_for(self.handle.result(), timeout)
+    async def wait(self, within: float = 30) -> Outcome:
+        self.outcome = await asyncio.wait_for(self.handle.result(), within)
         return self.outcome
 
     def check_log(self) -> None:
@@ -269,9 +269,18 @@ def _resume(run: Run, body: Mapping[str, Any]) -> int:
     return 202
 
 
-async def _terminal(run: Run, timeout: float) -> Outcome:
-    outcome = await run.wait(timeout)
+async def _terminal(run: Run, within: float) -> Outcome:
+    outcome = await run.wait(within)
     return outcome
+
+
+async def eventually(predicate: Callable[[], bool], within: float = 5.0) -> None:
+    """Poll ``predicate`` (state the engine changes without an event to wait on)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {within} s")
+        await asyncio.sleep(0.005)
 
 
 def steps_by_key(store: RecordingStore) -> dict[str, StepRecord]:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from helpers.engine import L, O, P, Script, T, W, fail, run_json, sleep, trace, wf
+from helpers.engine import L, O, P, Script, T, W, eventually, fail, run_json, sleep, trace, wf
+
 from weft_executor.handlers.base import NodeContext, NodeResult
 
 
@@ -316,8 +317,7 @@ async def test_cancel_reaches_nodes_inside_containers(script: Script) -> None:
 
     run = start_json(wf(P("p", kind="count", count=3), L("l", kind="for", count=2, parent="p"),
                         W("w", parent="l"), edges=[("start", "p")]))
-    while script.running < 3:
-        await asyncio.sleep(0.01)
+    await eventually(lambda: script.running == 3)
     run.handle.cancel()
     outcome = await run.wait(5)
     assert outcome.status == "CANCELLED"

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from helpers.engine import Script, T, W, sleep, start_json, trace, wf
+
 from weft_executor.journal import Journal
 from weft_executor.memory_store import RecordingStore
 from weft_executor.records import Commit, EventDraft, StepRecord

@@ -19,12 +19,14 @@ from helpers.engine import (
     acceptance_runner,
     compile_json,
     event_triples,
+    eventually,
     settings,
     sleep,
     start_json,
     trace,
     wf,
 )
+
 from weft_executor import Engine, Resume
 from weft_executor.memory_store import RecordingStore
 from weft_executor.records import NodeStatus
@@ -164,8 +166,7 @@ async def test_resume_while_running_needs_no_pause(script: Script) -> None:
     workflow = wf(approval("ok"), W("busy"), O("out", "{{ok}}"),
                   edges=[("start", "ok"), ("start", "busy"), ("ok", "out"), ("busy", "out")])
     run = start_json(workflow)
-    while "ok" not in run.store.steps:
-        await asyncio.sleep(0.01)
+    await eventually(lambda: "ok" in run.store.steps)
     assert run.handle.resume(Resume("r1", "ok", (), {"yes": True})) is True
     outcome = await run.wait()
     assert outcome.status == "SUCCEEDED" and outcome.outputs == {"out": {"yes": True}}
@@ -231,9 +232,9 @@ async def test_a_replayed_run_reruns_an_uncommitted_node_without_a_second_start(
     workflow = wf(W("slow"), O("out", "{{slow}}"), edges=[("start", "slow"), ("slow", "out")])
     dag = compile_json(workflow)
     first = start_json(workflow, dag=dag)
-    while not any(e.draft.type == "node:started" and e.draft.node_id == "slow"
-                  for e in first.store.events):
-        await asyncio.sleep(0.01)  # flushed by the journal's timer while the node runs
+    # node:started is flushed by the journal's timer while the node runs.
+    await eventually(lambda: any(e.draft.type == "node:started" and e.draft.node_id == "slow"
+                                 for e in first.store.events))
     # The worker dies here: its store is cut at what is durable, another worker takes over.
     first.handle.cancel()
     cut = first.store.truncated(len(first.store.history))

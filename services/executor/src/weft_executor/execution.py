@@ -143,7 +143,7 @@ class ExecutionRun:
                 self.cancel(self.cancel_reason or "")
                 return
             self.flush_starts(starts)
-        except Exception as exc:  # noqa: BLE001 - an engine bug must fail the execution, not hang
+        except Exception as exc:
             self._internal_error(exc)
 
     def cancel(self, reason: str = "") -> None:
@@ -224,7 +224,7 @@ class ExecutionRun:
                 return
             self.work.extend(runs)
             self.drain_work()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._internal_error(exc)
 
     def _on_store_error(self, exc: BaseException) -> None:
@@ -454,7 +454,7 @@ class ExecutionRun:
             else:
                 self._node_result(run, outcome, starts)
             self.flush_starts(starts)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._internal_error(exc)
         finally:
             self.in_runner = False
@@ -510,7 +510,7 @@ class ExecutionRun:
                 )
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - a handler bug is that node's failure
+            except Exception as exc:
                 log.exception("node %s (%s) handler raised", node.id, node.type)
                 failure = NodeFailure(f"node {node.id}: {type(exc).__name__}: {exc}", "HANDLER_ERROR")
             if not failure.retryable or attempt >= policy.max_attempts:

@@ -118,7 +118,7 @@ class Journal:
         self._idle.clear()
         try:
             await self._write_batch()
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             self._fail(exc)
             if isinstance(exc, asyncio.CancelledError):
                 raise
@@ -180,7 +180,7 @@ class Journal:
         try:
             while self._has_work():
                 await self._write_batch()
-        except BaseException as exc:  # noqa: BLE001 - the engine decides; nothing more is written
+        except BaseException as exc:
             self._fail(exc)
             return
         self._writer = None
