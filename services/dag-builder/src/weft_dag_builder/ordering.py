@@ -67,10 +67,11 @@ def order_graphs(defn: WorkflowDefinition, s: Structure, sink: DiagnosticSink) -
     has_start = s.start != -1
     stack = [iter(group_order.get(TOP, []))]
     while stack:
-        node = next(stack[-1], None)
-        if node is None:
+        following = next(stack[-1], None)
+        if following is None:
             stack.pop()
             continue
+        node = following
         global_order.append(node)
         p = s.parent[node]
         container_ok = p == TOP or effective[p]

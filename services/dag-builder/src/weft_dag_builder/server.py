@@ -22,7 +22,7 @@ class DagBuilderService:
         self.grpc = GrpcServer(
             settings=settings,
             service_names=[SERVICE_NAME],
-            register=lambda server: dag_builder_pb2_grpc.add_DagBuilderServiceServicer_to_server(
+            register=lambda server: dag_builder_pb2_grpc.add_DagBuilderServiceServicer_to_server(  # type: ignore[no-untyped-call]
                 servicer, server
             ),
         )

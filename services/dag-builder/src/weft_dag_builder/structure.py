@@ -192,6 +192,10 @@ def _declared_ids(config: Mapping[str, object], key: str) -> set[str]:
     return {str(x["id"]) for x in items if isinstance(x, dict) and isinstance(x.get("id"), str)}
 
 
+def _where(defn: WorkflowDefinition, parent: int) -> str:
+    return "top level" if parent == TOP else f"container {defn.nodes[parent].id!r}"
+
+
 class _EdgeLabel:
     """``edge 'e3' (a -> b)``, formatted only when a diagnostic needs it."""
 
@@ -276,10 +280,9 @@ def _check_edges(
             sink.add(Code.START_HAS_INCOMING, f"{label}: nothing may lead into the start node",
                      edge_id=eid, node_id=nodes[tgt].id, field="target")
         if s.parent[src] != s.parent[tgt]:
-            where = lambda p: "top level" if p == TOP else f"container {nodes[p].id!r}"  # noqa: E731
             sink.add(Code.EDGE_CROSSES_CONTAINER,
                      f"{label}: edges join nodes in the same container; {nodes[src].id!r} is in "
-                     f"{where(s.parent[src])}, {nodes[tgt].id!r} in {where(s.parent[tgt])}",
+                     f"{_where(defn, s.parent[src])}, {nodes[tgt].id!r} in {_where(defn, s.parent[tgt])}",
                      edge_id=eid, node_id=nodes[tgt].id)
             continue
         s.graph_edges.append((j, src, tgt))
