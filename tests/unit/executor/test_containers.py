@@ -358,3 +358,27 @@ async def test_large_loop_keeps_only_results() -> None:
     assert run.store.steps["L"].output["results"][-1] == 3000
     ex = run.handle._run
     assert ex.top.outputs.keys() == {"out"}  # L's results were read by n, then dropped
+
+
+async def test_five_levels_of_mixed_nesting_carry_full_scopes() -> None:
+    kinds = [("c0", "loop"), ("c1", "parallel"), ("c2", "loop"), ("c3", "parallel"), ("c4", "loop")]
+    nodes = []
+    parent = None
+    for cid, kind in kinds:
+        cfg = {"kind": "for", "count": 2} if kind == "loop" else {"kind": "count", "count": 2}
+        nodes.append(L(cid, **cfg, parent=parent) if kind == "loop" else P(cid, **cfg, parent=parent))
+        parent = cid
+    nodes.append(T("leaf", "c0.index & c1.index & c2.index & c3.index & c4.index", parent="c4"))
+    run = await run_json(wf(*nodes, O("out", "{{c0.results}}"),
+                            edges=[("start", "c0"), ("c0", "out")]))
+    assert run.outcome.status == "SUCCEEDED"
+    leaves = [e for e in run.events if e["type"] == "node:completed" and e["nodeId"] == "leaf"]
+    assert len(leaves) == 32
+    assert sorted(e["output"] for e in leaves) == sorted(
+        f"{a}{b}{c}{d}{e}" for a in "01" for b in "01" for c in "01" for d in "01" for e in "01")
+    for e in leaves:
+        assert [s["container"] for s in e["scope"]] == ["c0", "c1", "c2", "c3", "c4"]
+        assert e["output"] == "".join(str(s["index"]) for s in e["scope"])
+    # c0 iteration 1 / c1 branch 0 / c2 iteration 1 / c3 branch 0: the c4 loop's results.
+    inner = run.outcome.outputs["out"][1]["results"][0]["results"][1]["results"][0]
+    assert inner == {"results": ["10100", "10101"]}

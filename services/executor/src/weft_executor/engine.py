@@ -169,7 +169,8 @@ class Engine:
         if self._worker_used < self._worker_limit:
             self._worker_used += 1
             return True
-        if run not in self._worker_waiting:
+        if not run.waiting_worker:
+            run.waiting_worker = True
             self._worker_waiting.append(run)
         return False
 
@@ -177,6 +178,7 @@ class Engine:
         self._worker_used -= 1
         while self._worker_waiting and self._worker_used < self._worker_limit:
             waiting = self._worker_waiting.popleft()
+            waiting.waiting_worker = False
             if not waiting.finishing:
                 waiting.pump()
 

@@ -103,6 +103,7 @@ class ExecutionRun:
         self.executing = 0  # runners inside a node run
         self.in_runner = False  # processing a result inside a runner (it writes the commit)
         self.resolve_deadline = False  # outcome durable, waiting for cancelled handlers to end
+        self.waiting_worker = False  # the per-worker budget is spent; the engine pumps us later
         self.tasks: set[asyncio.Task[None]] = set()
         self.parked: dict[str, NodeRun] = {}
         self.inflight = 0  # commit() calls whose followups have not come back yet
@@ -359,7 +360,7 @@ class ExecutionRun:
 
         Runners are tasks that take ready runs one after another, so a chain of nodes runs in
         one task with no task creation per node; a fan-out gets one runner per ready run."""
-        if self.finishing or self.holding:
+        if self.finishing or self.holding or self.waiting_worker:
             return
         ready = len(self.ready)
         spare = self.runners - self.executing
@@ -442,6 +443,8 @@ class ExecutionRun:
         finally:
             run.task = None
         if self.finishing or run.finished:
+            if run.finished and task.cancelling():
+                task.uncancel()  # the handler swallowed our cancellation; the runner goes on
             return
         self.in_runner = True
         try:

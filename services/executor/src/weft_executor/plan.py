@@ -11,9 +11,9 @@ from weft_common.compiled import CompiledDag, CompiledEdge, CompiledNode, Handle
 
 __all__ = ["MAX_NESTING_DEPTH", "ExecutionPlan", "plan_for"]
 
-# Containers nest at most this deep (SPEC section 3 says "any depth"; this bound keeps scope keys
-# and lookups short and is documented in docs/engine.md).
-MAX_NESTING_DEPTH = 32
+# Containers nest at most this deep (SPEC section 3 says "any depth"; the dag-builder enforces the
+# same bound, ``Limits.max_nesting_depth``, documented in docs/engine.md).
+MAX_NESTING_DEPTH = 64
 
 
 @dataclass(frozen=True, slots=True)
