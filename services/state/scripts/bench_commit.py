@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import secrets
 import statistics
 import time
@@ -28,7 +29,7 @@ ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 def commit(lease: S.Lease, version: int, i: int, *, status: int = 0) -> S.CommitStepRequest:
     node = f"n{i}"
-    out = '{"value": %d, "text": "some output of node %d"}' % (i, i)
+    out = json.dumps({"value": i, "text": f"some output of node {i}"})
     return S.CommitStepRequest(
         lease=lease,
         expected_version=version,
@@ -47,7 +48,7 @@ def commit(lease: S.Lease, version: int, i: int, *, status: int = 0) -> S.Commit
                 node_type="transform",
                 status=W.NODE_STATUS_SUCCEEDED,
                 attempt=1,
-                input_json='{"i": %d}' % i,
+                input_json=json.dumps({"i": i}),
                 output_json=out,
             )
         ],
@@ -58,7 +59,7 @@ def commit(lease: S.Lease, version: int, i: int, *, status: int = 0) -> S.Commit
             S.EventDraft(
                 type="node:completed",
                 node_id=node,
-                payload_json='{"nodeType":"transform","output":%s}' % out,
+                payload_json=f'{{"nodeType":"transform","output":{out}}}',
             ),
         ],
         control=S.ControlState(status=status),

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 
+import asyncpg
 import grpc
 import pytest
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from helpers.db import Backend
+from helpers.db import (
+    PG_ADMIN_DSN,
+    Backend,
+    create_postgres_database,
+    drop_postgres_database,
+    postgres_url,
+)
 from state_support import APPROVAL_SCHEMA, state_settings
 
 from weft.state.v1 import state_pb2, state_pb2_grpc
@@ -176,3 +184,39 @@ async def test_inline_definition_and_cancel(stub: state_pb2_grpc.StateServiceStu
 
 async def _collect(stream: object) -> list[WF.Event]:
     return [r.event async for r in stream]  # type: ignore[attr-defined]
+
+
+async def test_lost_database_connections_are_unavailable_then_recover(postgres_backend: Backend) -> None:
+    """PostgreSQL drops every connection (as in a restart): calls fail UNAVAILABLE (retryable),
+    never INTERNAL, and the service recovers on its own."""
+    name = await create_postgres_database()
+    backend = dataclasses.replace(postgres_backend, database_url=postgres_url(name))
+    service = await serve(state_settings(backend, port=0))
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.port}")
+    try:
+        stub = state_pb2_grpc.StateServiceStub(channel)
+        created = await stub.CreateExecution(S.CreateExecutionRequest(
+            definition=definition("pgdrop"), dag=dag("pgdrop", "x"), claim_worker_id="w"))
+        version = 0
+        for round_ in range(3):
+            admin = await asyncpg.connect(PG_ADMIN_DSN)
+            await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
+            await admin.close()
+            seen: list[grpc.StatusCode] = []
+            for _ in range(20):  # what a worker does: retry UNAVAILABLE
+                try:
+                    reply = await stub.CommitStep(S.CommitStepRequest(
+                        lease=created.lease, expected_version=version,
+                        events=[draft("node:completed", f"n{round_}")]))
+                    version = reply.version
+                    break
+                except grpc.aio.AioRpcError as exc:
+                    seen.append(exc.code())
+                    await asyncio.sleep(0.05)
+            assert set(seen) <= {grpc.StatusCode.UNAVAILABLE}, seen
+            ex = (await stub.GetExecution(S.GetExecutionRequest(execution_id=created.execution_id))).execution
+            assert ex.last_seq == round_ + 1
+    finally:
+        await channel.close()
+        await service.stop()
+        await drop_postgres_database(name)

@@ -11,11 +11,13 @@ from typing import Any
 import asyncpg
 from alembic import command
 from alembic.config import Config
+from asyncpg.exceptions import InternalClientError
 from sqlalchemy import event, make_url, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-__all__ = ["Database", "migrate", "open_database"]
+__all__ = ["Database", "is_transient_error", "migrate", "open_database"]
 
 log = logging.getLogger("weft.state.db")
 
@@ -42,6 +44,23 @@ class Database:
         await self.engine.dispose()
 
 
+def is_transient_error(exc: BaseException) -> bool:
+    """The database went away (restart, failover, network): retrying later will work."""
+    if isinstance(
+        exc,
+        (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, InternalClientError),
+    ):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        # admin/crash shutdown, cannot connect now, connection failure/does not exist
+        return exc.sqlstate in ("57P01", "57P02", "57P03", "08006", "08003", "08001")
+    if isinstance(exc, DBAPIError):
+        return bool(exc.connection_invalidated) or (
+            exc.orig is not None and is_transient_error(exc.orig)
+        )
+    return False
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -62,9 +81,10 @@ async def open_database(url: str, *, pool_size: int = 20, max_overflow: int = 20
         engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     else:
-        # No pre-ping (a round trip per checkout); broken connections are recycled on error.
+        # Pre-ping: after a database restart, reads reconnect instead of failing once. The commit
+        # hot path uses its own asyncpg pool (below) and does not pay for it.
         engine = create_async_engine(
-            url, pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800
+            url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
         )
     db = Database(engine=engine, url=url)
     await migrate(db)

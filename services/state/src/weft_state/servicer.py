@@ -5,6 +5,8 @@ Domain errors (``weft_common.errors``) become gRPC statuses in the server's inte
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -16,9 +18,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from weft.state.v1 import state_pb2, state_pb2_grpc
 from weft.workflow.v1 import workflow_pb2
 from weft_common import jsonutil
-from weft_common.errors import InvalidArgument
+from weft_common.errors import InvalidArgument, Unavailable
 
 from . import commits, executions, leases, resumes, stream, workflows
+from .database import is_transient_error
 from .domain import (
     CommitRequest,
     ControlChange,
@@ -325,6 +328,46 @@ def _control(msg: state_pb2.ControlState) -> ControlChange:
 # --- the service ----------------------------------------------------------------------------
 
 
+def _unavailable_when_db_is_down(cls: type) -> type:
+    """Wrap every RPC: a lost database connection becomes UNAVAILABLE (retryable), not INTERNAL."""
+    for name, fn in list(vars(cls).items()):
+        if name.startswith("_") or not callable(fn):
+            continue
+        if inspect.isasyncgenfunction(fn):
+
+            def wrap_stream(fn: Any = fn) -> Any:
+                @functools.wraps(fn)
+                async def method(self: Any, request: Any, context: Any) -> AsyncIterator[Any]:
+                    try:
+                        async for item in fn(self, request, context):
+                            yield item
+                    except Exception as exc:
+                        if is_transient_error(exc):
+                            raise Unavailable(f"database unavailable: {exc}") from exc
+                        raise
+
+                return method
+
+            setattr(cls, name, wrap_stream())
+        elif inspect.iscoroutinefunction(fn):
+
+            def wrap_unary(fn: Any = fn) -> Any:
+                @functools.wraps(fn)
+                async def method(self: Any, request: Any, context: Any) -> Any:
+                    try:
+                        return await fn(self, request, context)
+                    except Exception as exc:
+                        if is_transient_error(exc):
+                            raise Unavailable(f"database unavailable: {exc}") from exc
+                        raise
+
+                return method
+
+            setattr(cls, name, wrap_unary())
+    return cls
+
+
+@_unavailable_when_db_is_down
 class StateServicer(state_pb2_grpc.StateServiceServicer):
     def __init__(self, store: StateStore) -> None:
         self.store = store

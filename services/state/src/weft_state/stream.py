@@ -9,8 +9,10 @@ the writer is another replica) sends the stream back to the database, which has 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
+from .database import is_transient_error
 from .domain import TERMINAL_STATUSES, ExecutionStatus, StoredEvent
 from .store import StateStore
 
@@ -34,12 +36,21 @@ async def stream_events(
 
             await get_execution(store, execution_id, owner=owner)
         last = after_seq
+        first_read = True  # NOT_FOUND and a database that is down on arrival are the caller's
         while True:
             # Catch up from the database. After an overflow the buffer is dropped first: what it
             # lost is committed, so this read returns it.
             if sub.overflowed:
                 sub.reset()
-            events, status, last_seq = await store.read_events(execution_id, last)
+            try:
+                events, status, last_seq = await store.read_events(execution_id, last)
+            except Exception as exc:
+                if not is_transient_error(exc) or first_read:
+                    raise
+                # The database is restarting: keep the stream, retry shortly.
+                await asyncio.sleep(store.options.stream_poll_s)
+                continue
+            first_read = False
             for event in events:
                 yield event
                 last = event.seq
