@@ -9,9 +9,12 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .api import ApiClient
-from .stack import EmbeddedStack, start_stack
+
+if TYPE_CHECKING:
+    from .stack import EmbeddedStack
 
 __all__ = ["DEFAULT_URL", "Target", "connect"]
 
@@ -33,6 +36,8 @@ async def connect(target: Target, *, embedded_fallback: bool = True) -> AsyncIte
     stack: EmbeddedStack | None = None
     try:
         if embedded_fallback and target.url is None and not os.environ.get("WEFT_URL") and not await api.alive():
+            from .stack import start_stack
+
             await api.aclose()
             logging.getLogger().setLevel(logging.WARNING)
             stack = await start_stack(http_port=0, data_dir=target.data_dir)

@@ -12,9 +12,10 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from weft_common.grpc_server import RunningService
+if TYPE_CHECKING:
+    from weft_common.grpc_server import RunningService
 
 __all__ = ["EmbeddedStack", "start_stack"]
 
