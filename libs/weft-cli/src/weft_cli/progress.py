@@ -36,7 +36,7 @@ def _scope_label(scope: Any) -> str:
 
 
 def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:.1f} ms" if seconds < 10 else f"{seconds:.2f} s"
+    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
 class Progress:
@@ -144,7 +144,7 @@ class Progress:
         failed = sum(1 for r in self.runs if r[3] != "ok")
         usage = execution.get("tokenUsage") or {}
         tokens = (f", tokens {usage.get('inputTokens', 0)} in / {usage.get('outputTokens', 0)} out"
-                  if usage else "")
+                  if usage.get("inputTokens") or usage.get("outputTokens") else "")
         status = execution.get("status", "?")
         line = (f"{status} in {_ms(total)}: {ok} node run(s) ok, {failed} failed/cancelled, "
                 f"{self.events} events{tokens}")
