@@ -13,7 +13,7 @@ from .settings import ExecutorSettings
 
 def main() -> None:
     settings = ExecutorSettings()
-    setup_logging(settings.log_level, json_lines=settings.log_json)
+    setup_logging(settings.log_level, json_lines=settings.log_json, service="executor")
 
     async def run() -> None:
         service = ExecutorService(settings)
