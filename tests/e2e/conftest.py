@@ -15,7 +15,8 @@ from weft_cli.stack import EmbeddedStack, start_stack
 @pytest.fixture(scope="module")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedStack]:
     data: Path = tmp_path_factory.mktemp("weft-e2e")
-    running = await start_stack(http_port=0, data_dir=data, http_allow_private=True)
+    # The LLM example reads its endpoint from WEFT_LLM_* (tests set them with monkeypatch).
+    running = await start_stack(http_port=0, data_dir=data, http_allow_private=True, env_allow="WEFT_LLM_")
     yield running
     await running.stop()
 
