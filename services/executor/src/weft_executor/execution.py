@@ -474,6 +474,12 @@ class ExecutionRun:
         timeout = node.timeout_ms / 1000 if node.timeout_ms else None
         resume = run.resume
         attempt = run.attempt if resume is not None and run.attempt else 0
+        resolver = _LazyResolver(self, run.frame)
+        idempotency_key = f"{self.execution_id}:{run.key}"
+
+        def emit_chunk(content: str) -> None:
+            self._chunk(run, content)
+
         while True:
             attempt += 1
             run.attempt = attempt
@@ -482,9 +488,9 @@ class ExecutionRun:
                 node=node,
                 scope=run.frame.scope,
                 attempt=attempt,
-                resolver=_LazyResolver(self, run.frame),
-                idempotency_key=f"{self.execution_id}:{run.key}",
-                emit_chunk=lambda content, run=run: self._chunk(run, content),  # type: ignore[misc]
+                resolver=resolver,
+                idempotency_key=idempotency_key,
+                emit_chunk=emit_chunk,
                 resume_input=resume.input if resume is not None else None,
                 resumed=resume is not None,
                 services=self.engine.services,
@@ -698,7 +704,7 @@ class ExecutionRun:
                 return
 
     def _skip(self, frame: Frame, node: CompiledNode) -> None:
-        key = scope_key(node.id, frame.scope)
+        key = node.id + frame.key_suffix
         if self.replay and self.replay.pop(key, None) is not None:
             return  # already in the log
         self.event("node:skipped", node=node, scope=frame.scope, payload={})

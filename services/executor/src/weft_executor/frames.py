@@ -7,7 +7,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .records import PausedNodeInfo, Scope, ScopeEntry, scope_key
+from .records import PausedNodeInfo, Scope, ScopeEntry
 
 if TYPE_CHECKING:
     from weft_common.compiled import CompiledNode
@@ -22,8 +22,8 @@ class Frame:
     """One body instance: per-node edge counters, the outputs it holds, the runs still open."""
 
     __slots__ = (
-        "closed", "container", "counts", "index", "item", "kind", "open", "outputs", "owner",
-        "parent", "pending", "readers_left", "scope", "total",
+        "closed", "container", "counts", "index", "item", "key_suffix", "kind", "open", "outputs",
+        "owner", "parent", "pending", "readers_left", "scope", "total",
     )
 
     def __init__(
@@ -42,6 +42,13 @@ class Frame:
         self.container = container
         self.kind = kind
         self.scope = scope
+        # scope_key(node, scope) == node + key_suffix, built in O(1) from the parent's suffix.
+        if not scope:
+            self.key_suffix = ""
+        else:
+            last = scope[-1]
+            base = parent.key_suffix if parent is not None else ""
+            self.key_suffix = f"{base}{'/' if base else '@'}{last.container}:{last.index}"
         self.parent = parent
         self.owner = owner
         self.index = index
@@ -85,7 +92,7 @@ class NodeRun:
 
     @classmethod
     def of(cls, node: CompiledNode, frame: Frame) -> NodeRun:
-        return cls(node=node, frame=frame, key=scope_key(node.id, frame.scope))
+        return cls(node=node, frame=frame, key=node.id + frame.key_suffix)
 
 
 class RunLookup:
