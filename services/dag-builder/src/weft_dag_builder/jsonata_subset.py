@@ -24,6 +24,22 @@ _TOKEN = re.compile(
 )
 _OPERATORS = frozenset(".()[],?:+-*/%&=<>{}") | {"!=", "<=", ">="}
 _DIGITS = frozenset("0123456789")
+# The simplest and most common shape, checked by one regular expression: operands (optionally
+# negated) joined by binary operators, where an operand is a literal or a dotted path of plain
+# names (``fetch.body.total > var.threshold``, ``'a: ' & b.c``). No brackets, no exponents.
+_WS = r"[ \t\r\n]*"
+_PLAIN = r"(?!(?:and|or|in|true|false|null|function)(?![A-Za-z0-9_]))[A-Za-z_][A-Za-z0-9_]*(?![A-Za-z0-9_])"
+_OPERAND = (
+    rf"(?:-{_WS})*(?:(?:\$[A-Za-z_][A-Za-z0-9_]*(?![A-Za-z0-9_])|{_PLAIN})(?:{_WS}\.{_WS}{_PLAIN})*"
+    r"|(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?![0-9A-Za-z_.])|'[^'\\]*'|\"[^\"\\]*\""
+    r"|(?:true|false|null)(?![A-Za-z0-9_]))"
+)
+_BINARY = r"(?:!=|<=|>=|[-+*/%&=<>]|(?:and|or|in)(?![A-Za-z0-9_]))"
+_SIMPLE = re.compile(rf"{_WS}{_OPERAND}(?:{_WS}{_BINARY}{_WS}{_OPERAND})*{_WS}")
+# In a simple expression, a name not preceded by "." (or "$") is the first step of a path.
+_SIMPLE_NAMES = re.compile(r"'[^']*'|\"[^\"]*\"|(\.[ \t\r\n]*|\$)?([A-Za-z_][A-Za-z0-9_]*)")
+_NOT_ROOTS = frozenset({"and", "or", "in", "true", "false", "null"})
+
 # Binding powers as in JSONata's parser.
 _INFIX = {
     ".": 75, "[": 80, "(": 80, "*": 60, "/": 60, "%": 60, "+": 50, "-": 50, "&": 50,
@@ -203,6 +219,11 @@ class _Reader:
 
 def subset_root_names(source: str) -> set[str] | None:
     """Root names of ``source`` when it is a valid expression of the subset; otherwise None."""
+    if _SIMPLE.fullmatch(source):
+        return {
+            name for lead, name in _SIMPLE_NAMES.findall(source)
+            if name and not lead and name not in _NOT_ROOTS
+        }
     try:
         tokens = _tokenize(source)
         reader = _Reader(tokens)
