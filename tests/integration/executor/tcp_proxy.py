@@ -47,6 +47,8 @@ class TcpProxy:
         asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)  # type: ignore[arg-type]
 
     async def _listen(self) -> None:
+        if self._server is not None:
+            return
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
 

@@ -7,6 +7,9 @@ domain errors of ``weft_common.errors`` (``from_rpc_error``), so callers catch `
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
@@ -15,13 +18,24 @@ import grpc
 from weft.dagbuilder.v1 import dag_builder_pb2, dag_builder_pb2_grpc
 from weft.state.v1 import state_pb2, state_pb2_grpc
 from weft.workflow.v1 import workflow_pb2
-from weft_common.errors import InvalidArgument, from_rpc_error
+from weft_common.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    Unavailable,
+    WeftError,
+    from_rpc_error,
+)
 from weft_common.grpc_server import channel_options
 from weft_common.settings import CommonSettings
 
 __all__ = ["DagBuilderClient", "ServiceClients", "StateClient", "call"]
 
 T = TypeVar("T")
+
+log = logging.getLogger("weft.executor.clients")
+
+# A stream broken by these is worth resubscribing (plain WeftError: INTERNAL/UNKNOWN on the way).
+_TRANSIENT_STREAM_ERRORS = frozenset({Unavailable, DeadlineExceeded, WeftError})
 
 
 async def call(awaitable: Awaitable[T]) -> T:
@@ -95,6 +109,37 @@ class StateClient:
             raise from_rpc_error(exc) from None
         finally:
             stream.cancel()
+
+    async def follow_events(
+        self, *, execution_id: str, after_seq: int, owner: str = "", retry_budget_s: float = 60.0
+    ) -> AsyncIterator[workflow_pb2.Event]:
+        """``stream_events`` that survives the state service (or its database) going away for a
+        while: it subscribes again after the last event it passed on, so nothing is lost or
+        repeated. Gives up after ``retry_budget_s`` without progress."""
+        last = after_seq
+        delay = 0.1
+        give_up_at = time.monotonic() + retry_budget_s
+        while True:
+            try:
+                async for event in self.stream_events(
+                    execution_id=execution_id, after_seq=last, owner=owner
+                ):
+                    if event.seq <= last:
+                        continue
+                    last = event.seq
+                    give_up_at = time.monotonic() + retry_budget_s
+                    delay = 0.1
+                    yield event
+                return
+            except WeftError as exc:
+                if type(exc) not in _TRANSIENT_STREAM_ERRORS or time.monotonic() > give_up_at:
+                    raise
+                log.info(
+                    "event stream of %s broke after seq %d (%s); resubscribing",
+                    execution_id, last, exc,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
 
 class DagBuilderClient:

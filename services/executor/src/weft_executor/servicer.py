@@ -105,7 +105,7 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):  # type: igno
         request: executor_pb2.StreamExecutionEventsRequest,
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[executor_pb2.StreamExecutionEventsResponse]:
-        async for event in self.clients.state.stream_events(
+        async for event in self.clients.state.follow_events(
             execution_id=request.execution_id, after_seq=request.after_seq
         ):
             yield executor_pb2.StreamExecutionEventsResponse(event=event)
