@@ -478,3 +478,24 @@ async def test_each_step_is_committed_before_its_successors_start(script: Script
 
 def _event_index(run, type_: str, node: str) -> int:  # type: ignore[no-untyped-def]
     return next(i for i, e in enumerate(run.events) if e["type"] == type_ and e["nodeId"] == node)
+
+
+async def test_a_handler_raising_cancelled_error_by_itself_is_a_node_failure(script: Script) -> None:
+    async def rogue(ctx: NodeContext) -> NodeResult:
+        raise asyncio.CancelledError()
+
+    script.on("r", rogue)
+    run = await run_json(wf(W("r"), T("why", "r.error.code"),
+                            edges=[("start", "r"), ("r", "why", "error")]))
+    assert run.outcome.outputs == {"why": "HANDLER_ERROR"}
+
+
+async def test_a_handler_bug_is_that_nodes_failure(script: Script) -> None:
+    async def buggy(ctx: NodeContext) -> NodeResult:
+        return {}["missing"]  # type: ignore[no-any-return]
+
+    script.on("b", buggy)
+    run = await run_json(wf(W("b"), edges=[("start", "b")]))
+    assert run.outcome.status == "FAILED"
+    assert run.outcome.error["code"] == "HANDLER_ERROR"
+    assert "KeyError" in run.outcome.error["message"] and run.outcome.error["nodeId"] == "b"

@@ -518,7 +518,11 @@ class ExecutionRun:
                     "TIMEOUT",
                 )
             except asyncio.CancelledError:
-                raise
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise  # we (or the loop) cancelled it
+                # The handler raised CancelledError on its own: that node's failure, not a hang.
+                failure = NodeFailure(f"node {node.id}: the handler was cancelled", "HANDLER_ERROR")
             except Exception as exc:
                 log.exception("node %s (%s) handler raised", node.id, node.type)
                 failure = NodeFailure(f"node {node.id}: {type(exc).__name__}: {exc}", "HANDLER_ERROR")
@@ -551,12 +555,19 @@ class ExecutionRun:
             self.variables.update(result.variables)
             control = ControlUpdate(variables=dict(self.variables))
         if result.token_usage:
+            delta = {
+                "inputTokens": int(result.token_usage.get("inputTokens") or 0),
+                "outputTokens": int(result.token_usage.get("outputTokens") or 0),
+            }
+            if result.token_usage.get("estimated"):
+                delta["estimated"] = True
             usage = self.token_usage or {"inputTokens": 0, "outputTokens": 0}
-            usage["inputTokens"] += int(result.token_usage.get("inputTokens") or 0)
-            usage["outputTokens"] += int(result.token_usage.get("outputTokens") or 0)
+            usage["inputTokens"] += delta["inputTokens"]
+            usage["outputTokens"] += delta["outputTokens"]
             self.token_usage = usage
             control = control or ControlUpdate()
-            control.token_usage = dict(usage)
+            # What this step adds: the store sums them (a replayed run starts from zero here).
+            control.token_usage = delta
         if control is not None:
             self.journal.control(control)
         if run.chunks:
@@ -871,8 +882,6 @@ class ExecutionRun:
         )
 
     def _finalize(self, control: ControlUpdate) -> None:
-        if self.token_usage is not None:
-            control.token_usage = dict(self.token_usage)
         if self.pending_resumes:
             # Resumes for nodes this run never parked (stale or duplicate): report them consumed
             # so the queue cannot replay them forever; the log says why.
