@@ -177,18 +177,24 @@ def _build(
             readers[u].append(v)
 
     ids = [node.id for node in nodes]
+    name_of = ids.__getitem__
+    depth, parent = s.depth, s.parent
+    group_order, preds, succs = o.group_order, o.preds, o.succs
+    containers = CONTAINER_TYPES
     compiled: dict[str, CompiledNode] = {}
     for i in o.global_order:
         node = nodes[i]
         children: tuple[str, ...] = ()
         entries: tuple[str, ...] = ()
         exits: tuple[str, ...] = ()
-        if node.type in CONTAINER_TYPES:
-            kids = o.group_order.get(i, [])
-            children = tuple(ids[k] for k in kids)
-            entries = tuple(ids[k] for k in kids if not o.preds[k])
-            exits = tuple(ids[k] for k in kids if not o.succs[k])
-        p = s.parent[i]
+        if node.type in containers:
+            kids = group_order.get(i, [])
+            children = tuple(map(name_of, kids))
+            entries = tuple([ids[k] for k in kids if not preds[k]])
+            exits = tuple([ids[k] for k in kids if not succs[k]])
+        p = parent[i]
+        node_readers = readers[i]
+        node_reads = reads.get(i)
         compiled[node.id] = CompiledNode(
             id=node.id,
             type=node.type,
@@ -199,10 +205,10 @@ def _build(
             timeout_ms=node.timeout_ms,
             incoming=tuple(incoming[i]),
             outgoing=tuple(outgoing[i]),
-            depth=s.depth[i],
+            depth=depth[i],
             topo_index=topo_index[i],
-            readers=tuple(ids[k] for k in readers[i]),
-            references=tuple(ids[k] for k in reads.get(i, ())),
+            readers=tuple(map(name_of, node_readers)) if node_readers else (),
+            references=tuple(map(name_of, node_reads)) if node_reads else (),
             children=children,
             entries=entries,
             exits=exits,

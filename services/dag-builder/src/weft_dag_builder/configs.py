@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 from weft_common.references import TemplateError, compile_template
 from weft_common.workflow import Node
@@ -28,8 +27,7 @@ PARALLEL_KINDS = ("count", "collection")
 _BRANCH_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 
 
-@dataclass(frozen=True, slots=True)
-class ConfigReference:
+class ConfigReference(NamedTuple):
     """A root name read by a node's config, where it sits, and the text that reads it."""
 
     root: str
@@ -81,7 +79,7 @@ class _Checker:
             self.error(Code.INVALID_EXPRESSION, field, f"invalid JSONata {_quote(value)!r}: {exc}")
             return
         for root in roots:
-            self.refs.append(ConfigReference(root, field, value, expression=True))
+            self.refs.append(ConfigReference(root, field, value, True))
 
     def number_or_template(self, key: str, *, required: bool, minimum: int = 0) -> None:
         value = self.config.get(key)
@@ -182,98 +180,119 @@ class _Checker:
 
     # -- node types ----------------------------------------------------------------------------
     def check_type(self) -> None:
-        node, cfg = self.node, self.config
-        kind = node.type
-        if kind == "transform":
-            self.expression("config.expression", cfg.get("expression"))
-        elif kind == "condition":
-            elses = 0
-            for i, branch in self.id_list("branches", "branches {id, when}"):
-                if "when" in branch:
-                    self.expression(f"config.branches[{i}].when", branch.get("when"))
-                else:
-                    elses += 1
-                    if elses > 1:
-                        self.error(Code.INVALID_CONFIG, f"config.branches[{i}]",
-                                   "only one branch may omit 'when' (the else branch)")
-        elif kind == "router":
-            self.id_list("routes", "routes {id, description?}")
-            if cfg.get("mode") == "llm":  # a model picks the route (executor: llm/route_select)
-                self.string("model", required=True, what="a model name (string or template)")
-                if cfg.get("messages") is None and cfg.get("prompt") is None:
-                    self.missing("messages", "'messages' (a list) or 'prompt' (a string)")
+        check = _TYPE_CHECKS.get(self.node.type)
+        if check is not None:
+            check(self)
+
+    def _check_transform(self) -> None:
+        cfg = self.config
+        self.expression("config.expression", cfg.get("expression"))
+
+    def _check_condition(self) -> None:
+        elses = 0
+        for i, branch in self.id_list("branches", "branches {id, when}"):
+            if "when" in branch:
+                self.expression(f"config.branches[{i}].when", branch.get("when"))
             else:
-                self.expression("config.select", cfg.get("select"))
-        elif kind == "http":
-            self.string("url", required=True, what="a URL (string or template)")
-            method = self.string("method", required=True, what="an HTTP method")
-            if method is not None and method.strip() and method.upper() not in HTTP_METHODS \
-                    and not _is_whole_template(method):
-                self.error(Code.INVALID_CONFIG, "config.method",
-                           f"must be one of {', '.join(sorted(HTTP_METHODS))}, got {_quote(method)!r}")
-            self.typed("headers", (dict, str), "an object or a {{template}}")
-            self.typed("query", (dict, str), "an object or a {{template}}")
-            self.typed("expectStatus", (int, float, list, str), "a status, a list of statuses or a {{template}}")
-        elif kind == "llm":
+                elses += 1
+                if elses > 1:
+                    self.error(Code.INVALID_CONFIG, f"config.branches[{i}]",
+                               "only one branch may omit 'when' (the else branch)")
+
+    def _check_router(self) -> None:
+        cfg = self.config
+        self.id_list("routes", "routes {id, description?}")
+        if cfg.get("mode") == "llm":  # a model picks the route (executor: llm/route_select)
             self.string("model", required=True, what="a model name (string or template)")
             if cfg.get("messages") is None and cfg.get("prompt") is None:
                 self.missing("messages", "'messages' (a list) or 'prompt' (a string)")
-            self.typed("messages", (list, str), "a list of messages or a {{template}}")
-            self.typed("prompt", (str,), "a string")
-            self.typed("stream", (bool,), "true or false")
-        elif kind == "wait":
-            has_duration = cfg.get("durationMs") is not None
-            has_until = cfg.get("until") is not None
-            if has_duration and has_until:
-                self.error(Code.INVALID_CONFIG, "config.until", "give durationMs or until, not both")
-            elif has_duration:
-                self.number_or_template("durationMs", required=True)
-            elif has_until:
-                self.string("until", required=True, what="an RFC 3339 time or a {{template}}")
-            else:
-                self.missing("durationMs", "'durationMs' (a number) or 'until' (an RFC 3339 time)")
-        elif kind == "approval":
-            self.typed("inputSchema", (dict,), "a JSON Schema object")
-            self.typed("reason", (str,), "a string")
-        elif kind == "setVariable":
-            assign = cfg.get("assign")
-            if assign is None:
-                self.missing("assign", "an object of variable name -> value")
-            elif not isinstance(assign, dict) or not assign:
-                self.error(Code.INVALID_CONFIG, "config.assign",
-                           "must be a non-empty object of variable name -> value")
-            else:
-                for name in assign:
-                    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", name):
-                        self.error(Code.INVALID_CONFIG, f"config.assign.{name}",
-                                   f"variable name {_quote(name)!r} must match [A-Za-z_][A-Za-z0-9_]{{0,63}}")
-        elif kind == "subworkflow":
-            self.string("workflowId", required=True, what="a workflow id")
-            self.typed("version", (int, float, str), "a version number")
-        elif kind == "output":
-            if "value" not in cfg:
-                self.missing("value", "the value (or {{template}}) to output")
-            self.typed("name", (str,), "a string")
-        elif kind == "fail":
-            self.string("message", required=True, what="an error message")
-            self.typed("code", (str,), "a string")
-        elif kind == "loop":
-            loop_kind = self.kind(LOOP_KINDS)
-            if loop_kind == "for":
-                self.number_or_template("count", required=True)
-            elif loop_kind == "forEach":
-                self.items("items")
-            elif loop_kind in ("while", "doWhile"):
-                self.expression("config.condition", cfg.get("condition"))
-            self.positive_int("maxIterations")
-        elif kind == "parallel":
-            par_kind = self.kind(PARALLEL_KINDS)
-            if par_kind == "count":
-                self.number_or_template("count", required=True)
-            elif par_kind == "collection":
-                self.items("items")
-            self.positive_int("maxConcurrency")
-            self.typed("continueOnError", (bool,), "true or false")
+        else:
+            self.expression("config.select", cfg.get("select"))
+
+    def _check_http(self) -> None:
+        self.string("url", required=True, what="a URL (string or template)")
+        method = self.string("method", required=True, what="an HTTP method")
+        if method is not None and method.strip() and method.upper() not in HTTP_METHODS \
+                and not _is_whole_template(method):
+            self.error(Code.INVALID_CONFIG, "config.method",
+                       f"must be one of {', '.join(sorted(HTTP_METHODS))}, got {_quote(method)!r}")
+        self.typed("headers", (dict, str), "an object or a {{template}}")
+        self.typed("query", (dict, str), "an object or a {{template}}")
+        self.typed("expectStatus", (int, float, list, str), "a status, a list of statuses or a {{template}}")
+
+    def _check_llm(self) -> None:
+        cfg = self.config
+        self.string("model", required=True, what="a model name (string or template)")
+        if cfg.get("messages") is None and cfg.get("prompt") is None:
+            self.missing("messages", "'messages' (a list) or 'prompt' (a string)")
+        self.typed("messages", (list, str), "a list of messages or a {{template}}")
+        self.typed("prompt", (str,), "a string")
+        self.typed("stream", (bool,), "true or false")
+
+    def _check_wait(self) -> None:
+        cfg = self.config
+        has_duration = cfg.get("durationMs") is not None
+        has_until = cfg.get("until") is not None
+        if has_duration and has_until:
+            self.error(Code.INVALID_CONFIG, "config.until", "give durationMs or until, not both")
+        elif has_duration:
+            self.number_or_template("durationMs", required=True)
+        elif has_until:
+            self.string("until", required=True, what="an RFC 3339 time or a {{template}}")
+        else:
+            self.missing("durationMs", "'durationMs' (a number) or 'until' (an RFC 3339 time)")
+
+    def _check_approval(self) -> None:
+        self.typed("inputSchema", (dict,), "a JSON Schema object")
+        self.typed("reason", (str,), "a string")
+
+    def _check_setVariable(self) -> None:
+        cfg = self.config
+        assign = cfg.get("assign")
+        if assign is None:
+            self.missing("assign", "an object of variable name -> value")
+        elif not isinstance(assign, dict) or not assign:
+            self.error(Code.INVALID_CONFIG, "config.assign",
+                       "must be a non-empty object of variable name -> value")
+        else:
+            for name in assign:
+                if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", name):
+                    self.error(Code.INVALID_CONFIG, f"config.assign.{name}",
+                               f"variable name {_quote(name)!r} must match [A-Za-z_][A-Za-z0-9_]{{0,63}}")
+
+    def _check_subworkflow(self) -> None:
+        self.string("workflowId", required=True, what="a workflow id")
+        self.typed("version", (int, float, str), "a version number")
+
+    def _check_output(self) -> None:
+        cfg = self.config
+        if "value" not in cfg:
+            self.missing("value", "the value (or {{template}}) to output")
+        self.typed("name", (str,), "a string")
+
+    def _check_fail(self) -> None:
+        self.string("message", required=True, what="an error message")
+        self.typed("code", (str,), "a string")
+
+    def _check_loop(self) -> None:
+        cfg = self.config
+        loop_kind = self.kind(LOOP_KINDS)
+        if loop_kind == "for":
+            self.number_or_template("count", required=True)
+        elif loop_kind == "forEach":
+            self.items("items")
+        elif loop_kind in ("while", "doWhile"):
+            self.expression("config.condition", cfg.get("condition"))
+        self.positive_int("maxIterations")
+
+    def _check_parallel(self) -> None:
+        par_kind = self.kind(PARALLEL_KINDS)
+        if par_kind == "count":
+            self.number_or_template("count", required=True)
+        elif par_kind == "collection":
+            self.items("items")
+        self.positive_int("maxConcurrency")
+        self.typed("continueOnError", (bool,), "true or false")
 
     # -- every string: size, templates ---------------------------------------------------------
     def scan_strings(self) -> None:
@@ -320,16 +339,37 @@ class _Checker:
         except TemplateError as exc:
             self.error(Code.INVALID_TEMPLATE, field, str(exc))
             return
-        rest = value
-        for ref in tpl.references:
-            self.refs.append(ConfigReference(ref.root, field, str(ref), expression=False))
-        if tpl.whole is None:
-            rest = "".join(p for p in tpl.parts if isinstance(p, str))
-        else:
-            rest = ""
-        if "{{" in rest:
+        refs = self.refs
+        if tpl.whole is not None:
+            ref = tpl.whole
+            refs.append(ConfigReference(ref.root, field, str(ref), False))
+            return
+        unclosed = False
+        for part in tpl.parts:
+            if isinstance(part, str):
+                unclosed = unclosed or "{{" in part
+            else:
+                refs.append(ConfigReference(part.root, field, str(part), False))
+        if unclosed:
             self.error(Code.INVALID_TEMPLATE, field,
                        f"unclosed '{{{{' in {_quote(value)!r} (a template is {{{{ name.path }}}})")
+
+
+_TYPE_CHECKS: dict[str, Callable[[_Checker], None]] = {
+    "transform": _Checker._check_transform,
+    "condition": _Checker._check_condition,
+    "router": _Checker._check_router,
+    "http": _Checker._check_http,
+    "llm": _Checker._check_llm,
+    "wait": _Checker._check_wait,
+    "approval": _Checker._check_approval,
+    "setVariable": _Checker._check_setVariable,
+    "subworkflow": _Checker._check_subworkflow,
+    "output": _Checker._check_output,
+    "fail": _Checker._check_fail,
+    "loop": _Checker._check_loop,
+    "parallel": _Checker._check_parallel,
+}
 
 
 def _is_whole_template(value: str) -> bool:
