@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import statistics
 import time
@@ -132,12 +133,14 @@ async def main() -> None:
                 async with sem:
                     await run_execution(stub, wid, args.nodes)
 
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             await asyncio.gather(*(one() for _ in range(args.executions)))
-            dt = time.perf_counter() - t0
+            dt, cpu = time.perf_counter() - t0, time.process_time() - c0
             print(
                 f"{args.executions} executions of {args.nodes} commits, {args.in_flight} in flight: "
-                f"{args.executions / dt:.1f} executions/s, {args.executions * args.nodes / dt:.0f} commits/s"
+                f"{args.executions / dt:.1f} executions/s, {args.executions * args.nodes / dt:.0f} commits/s, "
+                f"CPU of this process (client + service) {cpu / (args.executions * args.nodes) * 1000:.2f} ms "
+                f"per commit; load average {os.getloadavg()[0]:.1f}"
             )
     finally:
         await service.stop()
