@@ -6,6 +6,7 @@ import asyncio
 
 from weft_common.grpc_server import run_until_signal
 from weft_common.logging_setup import setup_logging
+from weft_common.telemetry import setup_telemetry
 
 from .server import DagBuilderService
 from .settings import DagBuilderSettings
@@ -13,7 +14,8 @@ from .settings import DagBuilderSettings
 
 def main() -> None:
     settings = DagBuilderSettings()
-    setup_logging(settings.log_level, json_lines=settings.log_json)
+    setup_logging(settings.log_level, json_lines=settings.log_json, service="dag-builder")
+    setup_telemetry("weft-dag-builder", settings)
 
     async def run() -> None:
         service = DagBuilderService(settings)
