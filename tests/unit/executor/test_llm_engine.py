@@ -154,3 +154,27 @@ async def test_cancelling_the_execution_hangs_up_on_the_provider(fake: FakeOpenA
     assert outcome.status == "CANCELLED"
     assert await asyncio.to_thread(fake.wait_for_disconnect, 0, 10.0)
     assert run.node_events("chat")[-1] == "node:cancelled"
+
+
+async def test_execution_token_totals_add_up_across_llm_nodes(fake: FakeOpenAI) -> None:
+    # Two parallel calls (their completions may share one commit) and a third, estimated one.
+    def chat(node_id: str) -> dict[str, Any]:
+        return {"id": node_id, "type": "llm", "config": {
+            "baseUrl": fake.base_url, "model": "m", "apiKey": "k", "prompt": "hello"}}
+
+    fake.responder = lambda body: Reply(chunks=["Hello", " world"], usage=(7, 2))
+    fake.script(Reply(), Reply(), Reply(chunks=["Hello", " world"], usage=None))
+    wf = {"id": "tokens", "nodes": [
+        {"id": "start", "type": "start"}, chat("a"), chat("b"), chat("c"),
+        {"id": "done", "type": "output", "config": {"value": "{{c.usage}}"}}],
+        "edges": [{"source": "start", "target": "a"}, {"source": "start", "target": "b"},
+                  {"source": "a", "target": "c"}, {"source": "b", "target": "c"},
+                  {"source": "c", "target": "done"}]}
+    run = await run_json(wf, {})
+    assert run.outcome is not None and run.outcome.status == "SUCCEEDED", run.outcome
+    estimated = run.outcome.outputs["done"]
+    assert estimated["estimated"] is True
+    want = {"inputTokens": 14 + estimated["inputTokens"], "outputTokens": 4 + 2,
+            "estimated": True}
+    assert run.store.control.token_usage == want
+    assert run.outcome.token_usage == {"inputTokens": want["inputTokens"], "outputTokens": 6}

@@ -19,18 +19,37 @@ from typing import Any
 
 from .records import Commit, ControlUpdate, EventDraft, ExecutionStore, NodeLogRecord, StepRecord
 
-__all__ = ["Journal", "merge_control"]
+__all__ = ["Journal", "add_token_usage", "merge_control"]
 
 _LEADER: Any = object()  # marks a write done inline by the caller (``lead``), not by a task
 
 
+def add_token_usage(
+    total: dict[str, Any] | None, delta: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """Token usage deltas add up (``estimated`` sticks once any part was estimated)."""
+    if delta is None:
+        return None if total is None else dict(total)
+    out = {
+        "inputTokens": int((total or {}).get("inputTokens") or 0)
+        + int(delta.get("inputTokens") or 0),
+        "outputTokens": int((total or {}).get("outputTokens") or 0)
+        + int(delta.get("outputTokens") or 0),
+    }
+    if (total or {}).get("estimated") or delta.get("estimated"):
+        out["estimated"] = True
+    return out
+
+
 def merge_control(into: ControlUpdate | None, update: ControlUpdate) -> ControlUpdate:
-    """Fold ``update`` into ``into`` (later values win, resume ids accumulate)."""
+    """Fold ``update`` into ``into`` (later values win, resume ids accumulate, token usage
+    deltas add up)."""
     if into is None:
         return ControlUpdate(
             status=update.status, variables=update.variables, outputs=update.outputs,
             error=update.error, paused_nodes=list(update.paused_nodes),
-            applied_resume_ids=list(update.applied_resume_ids), token_usage=update.token_usage,
+            applied_resume_ids=list(update.applied_resume_ids),
+            token_usage=add_token_usage(None, update.token_usage),
             wake_at=update.wake_at, release_lease=update.release_lease,
         )
     if update.status is not None:
@@ -45,7 +64,7 @@ def merge_control(into: ControlUpdate | None, update: ControlUpdate) -> ControlU
     if update.error is not None:
         into.error = update.error
     if update.token_usage is not None:
-        into.token_usage = update.token_usage
+        into.token_usage = add_token_usage(into.token_usage, update.token_usage)
     into.applied_resume_ids.extend(update.applied_resume_ids)
     return into
 

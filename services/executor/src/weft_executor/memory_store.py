@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .journal import add_token_usage
 from .records import (
     Commit,
     ControlUpdate,
@@ -90,7 +91,7 @@ class MemoryStore:
             c.paused_nodes = list(update.paused_nodes)
         c.applied_resume_ids.extend(update.applied_resume_ids)
         if update.token_usage is not None:
-            c.token_usage = update.token_usage
+            c.token_usage = add_token_usage(c.token_usage, update.token_usage)
         c.wake_at = update.wake_at if update.status is not None else c.wake_at
 
     def event_json(self) -> list[dict[str, Any]]:
