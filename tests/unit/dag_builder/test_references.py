@@ -146,3 +146,8 @@ def test_many_references_across_a_long_graph_are_checked() -> None:
     nodes[-1] = tr(f"n{n - 1}", f"n{n - 50} + side")  # side is on a parallel path from start
     [diag] = only(workflow(nodes, edges), Code.REFERENCE_NOT_ANCESTOR)
     assert diag.node_id == f"n{n - 1}" and "'side'" in diag.message
+
+
+def test_a_misplaced_reader_gets_no_ancestry_noise() -> None:
+    defn = workflow([start(), tr("a"), tr("lost", "a + 1", parent="nowhere")], [edge("start", "a")])
+    assert [d.code for d in diagnose(defn)] == [Code.UNKNOWN_PARENT]

@@ -69,8 +69,8 @@ def resolve_references(
                 report(v, ref, Code.UNKNOWN_REFERENCE, f"reads {root!r}, which is not a node of this workflow")
                 continue
             reads.setdefault(v, set()).add(u)
-            if not s.placed[u]:
-                continue  # its placement is already reported
+            if not s.placed[u] or not s.placed[v]:
+                continue  # a misplaced node is already reported; its ancestry is unknown
             if ref.expression and nodes[v].type == "loop" and ref.field == "config.condition" \
                     and _encloses(s, v, u, include_self=True):
                 continue
