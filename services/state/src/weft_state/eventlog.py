@@ -45,7 +45,8 @@ def event_tail(execution_id: str, draft: EventIn, now: datetime) -> str:
         for key, value in payload.items():
             if key not in body and key not in _ASSIGNED:
                 body[key] = value
-    return jsonutil.dumps(body)[1:]
+    text: str = jsonutil.dumps(body)
+    return text[1:]
 
 
 def with_seq(seq: int, tail: str) -> str:

@@ -248,7 +248,7 @@ class RedisBus(_LocalFanout):
                 await asyncio.sleep(0.5)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _dispatch(self, message: dict[str, str]) -> None:
         channel, data = message.get("channel", ""), message.get("data", "")

@@ -65,7 +65,7 @@ async def serve(settings: StateSettings) -> RunningStateService:
     server = GrpcServer(
         settings=settings,
         service_names=[SERVICE_NAME],
-        register=lambda s: state_pb2_grpc.add_StateServiceServicer_to_server(servicer, s),
+        register=lambda s: state_pb2_grpc.add_StateServiceServicer_to_server(servicer, s),  # type: ignore[no-untyped-call]
     )
     port = await server.start(f"{settings.host}:{settings.port}")
     return RunningStateService(port=port, grpc=server, store=store)

@@ -9,7 +9,7 @@ import functools
 import inspect
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf import json_format
@@ -42,7 +42,7 @@ from .store import StateStore
 
 __all__ = ["StateServicer"]
 
-Ctx = grpc.aio.ServicerContext
+Ctx: TypeAlias = grpc.aio.ServicerContext
 
 
 # --- scalars --------------------------------------------------------------------------------

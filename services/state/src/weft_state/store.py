@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Row, select
+from sqlalchemy import Row, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.dml import Insert
 
 from weft_common import jsonutil
 from weft_common.errors import NotFound
@@ -36,13 +35,13 @@ from .models import (
 
 __all__ = ["EV", "NL", "ST", "WF", "WV", "E", "P", "StateStore", "StoreOptions"]
 
-E = ExecutionRow.__table__
-EV = EventRow.__table__
-NL = NodeLogRowModel.__table__
-P = PauseRow.__table__
-ST = StepRowModel.__table__
-WF = WorkflowRow.__table__
-WV = WorkflowVersionRow.__table__
+E = cast(Table, ExecutionRow.__table__)
+EV = cast(Table, EventRow.__table__)
+NL = cast(Table, NodeLogRowModel.__table__)
+P = cast(Table, PauseRow.__table__)
+ST = cast(Table, StepRowModel.__table__)
+WF = cast(Table, WorkflowRow.__table__)
+WV = cast(Table, WorkflowVersionRow.__table__)
 
 # Pause states: open (waiting) → claimed (a resume is queued) → applied; or cancelled.
 PAUSE_OPEN, PAUSE_CLAIMED, PAUSE_APPLIED, PAUSE_CANCELLED = (
@@ -70,10 +69,11 @@ class StateStore:
         self.bus = bus
         self.options = options or StoreOptions()
 
-    def insert(self, table: Any) -> Insert:
-        """A dialect insert (with ``on_conflict_do_*``)."""
-        dialect = postgresql if self.db.is_postgres else sqlite
-        return dialect.insert(table)  # type: ignore[no-any-return]
+    def insert(self, table: Table) -> Any:
+        """A dialect insert (with ``on_conflict_do_update`` and ``excluded``)."""
+        if self.db.is_postgres:
+            return postgresql.insert(table)
+        return sqlite.insert(table)
 
     async def execution_row(
         self, conn: AsyncConnection, execution_id: str, owner: str, *, lock: bool = False

@@ -66,16 +66,16 @@ async def stream_events(
                 return  # the terminal event is at or before after_seq
             # Tail live events until something sends us back to the database.
             while True:
-                event = await sub.get(store.options.stream_poll_s)
-                if event is None or sub.overflowed:
+                live = await sub.get(store.options.stream_poll_s)
+                if live is None or sub.overflowed:
                     break
-                if event.seq <= last:
+                if live.seq <= last:
                     continue
-                if event.seq != last + 1:
+                if live.seq != last + 1:
                     break  # a gap: a publish was missed
-                yield event
-                last = event.seq
-                if event.terminal and not follow_after_terminal:
+                yield live
+                last = live.seq
+                if live.terminal and not follow_after_terminal:
                     return
     finally:
         sub.close()
