@@ -1,0 +1,182 @@
+"""Telemetry of the engine: a span and a duration per node attempt, the trace context an
+execution keeps across pauses, and the execution counters.
+
+Everything goes through ``weft_common.telemetry_spans`` / ``telemetry_metrics``: with telemetry
+off each call is a flag check. The engine calls ``run_attempt`` instead of ``handler.execute``;
+the worker opens a span per run of an execution with ``begin_execution_run`` (a continuation,
+e.g. after a pause, starts a new trace linked to the first run's) and closes it with
+``end_execution_run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from contextvars import ContextVar
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+
+from weft_common import jsonutil
+from weft_common._telemetry_state import flags
+from weft_common.telemetry_metrics import metrics
+from weft_common.telemetry_spans import (
+    current_traceparent,
+    execution_span,
+    link_from_str,
+    node_span,
+    record_llm_usage,
+    record_node_status,
+)
+
+from .handlers.base import NodeContext, NodeFailure, NodeHandler, NodeResult
+from .records import NodeStatus, StepRecord
+
+__all__ = [
+    "TRACE_STEP_KEY",
+    "begin_execution_run",
+    "count_finished",
+    "end_execution_run",
+    "remember_start_context",
+    "run_attempt",
+    "stored_traceparent_json",
+    "trace_step",
+]
+
+# The step that keeps the first run's span context (a ``RUNNING`` decision step: replayed, never
+# executed), so a resume days later on another executor can link to that trace.
+TRACE_STEP_KEY = "#trace"
+
+
+async def run_attempt(
+    handler: NodeHandler, ctx: NodeContext, timeout_s: float | None
+) -> NodeResult:
+    """``handler.execute(ctx)`` (bounded by ``timeout_s``) inside the attempt's span."""
+    if not (flags.tracing or flags.metrics):
+        if timeout_s is None:
+            return await handler.execute(ctx)
+        async with asyncio.timeout(timeout_s):
+            return await handler.execute(ctx)
+    node = ctx.node
+    started = time.perf_counter()
+    status = "FAILED"
+    with node_span(node.id, node.type, ctx.scope, ctx.attempt) as span:
+        try:
+            if timeout_s is None:
+                result = await handler.execute(ctx)
+            else:
+                async with asyncio.timeout(timeout_s):
+                    result = await handler.execute(ctx)
+        except NodeFailure as exc:
+            record_node_status("FAILED", error_code=exc.code, error_message=exc.message, span=span)
+            raise
+        except TimeoutError:
+            record_node_status("FAILED", error_code="TIMEOUT", span=span)
+            raise
+        except asyncio.CancelledError:
+            status = "CANCELLED"
+            record_node_status(status, span=span)
+            raise
+        finally:
+            if flags.metrics:
+                metrics.node_duration.record(
+                    time.perf_counter() - started, {"node_type": node.type, "status": status}
+                )
+        status = "PAUSED" if result.pause is not None else "SUCCEEDED"
+        record_node_status(status, span=span)
+        if result.token_usage:
+            model = result.output.get("model", "") if isinstance(result.output, dict) else ""
+            record_llm_usage(
+                str(model or ""),
+                int(result.token_usage.get("inputTokens") or 0),
+                int(result.token_usage.get("outputTokens") or 0),
+                span=span,
+            )
+    return result
+
+
+def trace_step(start_node: str) -> StepRecord | None:
+    """The step recording the current (first-run) span context; None with tracing off."""
+    traceparent = current_traceparent()
+    if not traceparent:
+        return None
+    return StepRecord(
+        key=TRACE_STEP_KEY,
+        node_id=start_node,
+        scope=(),
+        status=NodeStatus.RUNNING,
+        data={"traceparent": traceparent},
+    )
+
+
+# The execution-run scope open in this task (the worker's task per execution).
+_current_run: ContextVar[Any] = ContextVar("weft_execution_run", default=None)
+
+# StartExecution's trace context per new execution, until this worker's claim loop picks the
+# execution up (it usually does: the new execution is announced to the claimers at once), so the
+# first run joins the caller's trace. Bounded: entries of executions claimed elsewhere age out.
+_START_CONTEXTS: OrderedDict[str, Context] = OrderedDict()
+_START_CONTEXTS_MAX = 4096
+
+
+def remember_start_context(execution_id: str) -> None:
+    """Called by ``StartExecution`` once the execution exists: its first run, wherever this
+    worker starts it from, becomes a child of the current (request) span."""
+    if not flags.tracing:
+        return
+    _START_CONTEXTS[execution_id] = otel_context.get_current()
+    while len(_START_CONTEXTS) > _START_CONTEXTS_MAX:
+        _START_CONTEXTS.popitem(last=False)
+
+
+def begin_execution_run(
+    execution_id: str, workflow_id: str, *, first_run: bool, stored_traceparent: str = ""
+) -> None:
+    """Open the span of one run of an execution in the current task (ended by
+    ``end_execution_run`` in the same task). A first run is a child of the current context (the
+    ``StartExecution`` call); a continuation starts a new trace linked to ``stored_traceparent``.
+    Everything the engine starts from this task (node runs, commits) nests under it."""
+    started_by = _START_CONTEXTS.pop(execution_id, None) if _START_CONTEXTS else None
+    if first_run:
+        if flags.metrics:
+            metrics.executions_started.add(1)
+        if started_by is not None and not trace.get_current_span().get_span_context().is_valid:
+            otel_context.attach(started_by)  # this task's own context: nothing to restore
+        scope = execution_span(execution_id, workflow_id)
+    else:
+        scope = execution_span(
+            execution_id, workflow_id, links=[link_from_str(stored_traceparent)], resumed=True
+        )
+    scope.__enter__()
+    _current_run.set(scope)
+
+
+def end_execution_run() -> None:
+    scope = _current_run.get()
+    if scope is not None:
+        _current_run.set(None)
+        scope.__exit__(None, None, None)
+
+
+def stored_traceparent_json(steps: Iterable[Any]) -> str:
+    """The first run's context from loaded steps (proto ``StepRecord``s with ``data_json``)."""
+    for step in steps:
+        if step.key == TRACE_STEP_KEY and step.data_json:
+            try:
+                return str(jsonutil.loads(step.data_json).get("traceparent") or "")
+            except (ValueError, AttributeError):
+                return ""
+    return ""
+
+
+_TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
+
+
+def count_finished(status: str) -> None:
+    """``weft.executions.finished`` for a run that ended the execution (not a pause)."""
+    if flags.metrics and status in _TERMINAL:
+        metrics.executions_finished.add(1, {"status": status})
