@@ -19,13 +19,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    conn = argparse.ArgumentParser(add_help=False)
+    conn = _Parser(add_help=False)
     conn.add_argument("--url", default=None,
                       help="gateway URL (default $WEFT_URL or http://127.0.0.1:8080; when nothing "
                            "listens there an embedded stack is started for the command)")
     conn.add_argument("--token", default=None, help="bearer token (default $WEFT_TOKEN)")
     conn.add_argument("--data-dir", default=".weft", help="data dir of an embedded stack (default .weft)")
-    json_flag = argparse.ArgumentParser(add_help=False)
+    json_flag = _Parser(add_help=False)
     json_flag.add_argument("--json", action="store_true", help="machine-readable output only")
 
     p = _Parser(prog="weft", description="Weft: durable workflow execution.")

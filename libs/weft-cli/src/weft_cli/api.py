@@ -23,7 +23,7 @@ class ApiError(Exception):
         self.status = status
         self.body = body if isinstance(body, dict) else {"detail": str(body)}
         self.detail = str(self.body.get("detail") or self.body.get("title") or f"HTTP {status}")
-        self.diagnostics: list[dict[str, Any]] | None = self.body.get("diagnostics")
+        self.diagnostics: Any = self.body.get("diagnostics")
         super().__init__(f"HTTP {status}: {self.detail}")
 
 

@@ -15,8 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+import weft_common.jsonutil as jsonutil
 from weft.workflow.v1 import workflow_pb2
-from weft_common import jsonutil
 from weft_common.errors import InvalidArgument, WeftError
 from weft_common.workflow import definition_to_proto_from_json
 
@@ -302,7 +302,8 @@ async def _http_problem(request: Request, exc: Exception) -> Response:
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     detail = exc.detail if exc.status_code != 404 else f"no route {request.method} {request.url.path}"
-    return problem_response(exc.status_code, str(detail), instance=request.url.path, headers=exc.headers)
+    return problem_response(exc.status_code, str(detail), instance=request.url.path,
+                            headers=dict(exc.headers) if exc.headers else None)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

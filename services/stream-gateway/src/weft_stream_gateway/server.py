@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
 from collections.abc import Iterator
 
@@ -70,7 +71,7 @@ async def serve(settings: GatewaySettings) -> RunningGateway:
         log_level="warning",
         access_log=False,
         lifespan="off",
-        timeout_graceful_shutdown=settings.http_shutdown_grace_s,
+        timeout_graceful_shutdown=math.ceil(settings.http_shutdown_grace_s),
         timeout_keep_alive=30,
     )
     server = _Server(config)

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from weft.workflow.v1 import workflow_pb2
@@ -29,7 +30,7 @@ HEARTBEAT = b": keep-alive\n\n"
 _UPSTREAM_RETRIES = 20
 _UPSTREAM_BACKOFF_S = 0.25
 
-EventSource = Callable[[int], AsyncIterator[workflow_pb2.Event]]
+EventSource = Callable[[int], AsyncGenerator[workflow_pb2.Event, None]]
 
 
 def frame_event(event: workflow_pb2.Event) -> bytes:
@@ -44,7 +45,7 @@ def frame_event(event: workflow_pb2.Event) -> bytes:
 
 async def event_frames(
     source: EventSource, *, after_seq: int, heartbeat_s: float, retry_ms: int
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Frames from ``after_seq`` on, heartbeats while idle; ends right after a terminal event."""
     yield f"retry: {retry_ms}\n\n".encode()
     last = after_seq
@@ -84,13 +85,15 @@ async def event_frames(
             await events.aclose()
 
 
-class SseResponse:
+class SseResponse(Response):
     """An ASGI response that streams frames until they end or the client goes away."""
 
-    def __init__(self, frames: AsyncIterator[bytes], *, headers: dict[str, str] | None = None,
+    def __init__(self, frames: AsyncGenerator[bytes, None], *, headers: dict[str, str] | None = None,
                  registry: set[asyncio.Task[Any]] | None = None) -> None:
+        self.status_code = 200
+        self.background = None
         self.frames = frames
-        self.headers = {
+        self.sse_headers = {
             "content-type": "text/event-stream; charset=utf-8",
             "cache-control": "no-cache",
             "x-accel-buffering": "no",
@@ -102,7 +105,7 @@ class SseResponse:
         await send({
             "type": "http.response.start",
             "status": 200,
-            "headers": [(k.encode(), v.encode()) for k, v in self.headers.items()],
+            "headers": [(k.encode(), v.encode()) for k, v in self.sse_headers.items()],
         })
         pump = asyncio.ensure_future(self._pump(send))
         gone = asyncio.ensure_future(_wait_disconnect(receive))
@@ -133,7 +136,7 @@ class SseResponse:
         except Exception:
             log.exception("event stream failed")
         finally:
-            await self.frames.aclose()  # type: ignore[attr-defined]
+            await self.frames.aclose()
 
 
 async def _wait_disconnect(receive: Receive) -> None:

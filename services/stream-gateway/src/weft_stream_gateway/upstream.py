@@ -7,7 +7,7 @@ only ever see ``WeftError`` subclasses carrying their HTTP status.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -47,9 +47,9 @@ class Upstreams:
             "executor": grpc.aio.insecure_channel(settings.executor_addr, options=opts),
             "state": grpc.aio.insecure_channel(settings.state_addr, options=opts),
         }
-        self.dag_builder = dag_builder_pb2_grpc.DagBuilderServiceStub(self._channels["dagBuilder"])
-        self.executor = executor_pb2_grpc.ExecutorServiceStub(self._channels["executor"])
-        self.state = state_pb2_grpc.StateServiceStub(self._channels["state"])
+        self.dag_builder = dag_builder_pb2_grpc.DagBuilderServiceStub(self._channels["dagBuilder"])  # type: ignore[no-untyped-call]
+        self.executor = executor_pb2_grpc.ExecutorServiceStub(self._channels["executor"])  # type: ignore[no-untyped-call]
+        self.state = state_pb2_grpc.StateServiceStub(self._channels["state"])  # type: ignore[no-untyped-call]
 
     async def close(self) -> None:
         await asyncio.gather(*(ch.close() for ch in self._channels.values()))
@@ -77,7 +77,8 @@ class Upstreams:
         if not resp.valid:
             diagnostics = [diagnostic_view(d) for d in resp.diagnostics]
             raise InvalidArgument(_summary(diagnostics), details={"diagnostics": diagnostics})
-        return resp.dag
+        dag: workflow_pb2.CompiledDag = resp.dag
+        return dag
 
     # ------------------------------------------------------------------ state: workflows
     async def register_workflow(
@@ -94,7 +95,8 @@ class Upstreams:
             self.state.GetWorkflow,
             state_pb2.GetWorkflowRequest(workflow_id=workflow_id, version=version, owner=owner),
         )
-        return resp.workflow
+        workflow: state_pb2.WorkflowVersion = resp.workflow
+        return workflow
 
     async def list_workflows(self, owner: str) -> list[state_pb2.WorkflowVersion]:
         resp = await self._call(self.state.ListWorkflows, state_pb2.ListWorkflowsRequest(owner=owner))
@@ -127,7 +129,8 @@ class Upstreams:
             self.state.GetExecution,
             state_pb2.GetExecutionRequest(execution_id=execution_id, owner=owner),
         )
-        return resp.execution
+        execution: workflow_pb2.Execution = resp.execution
+        return execution
 
     async def list_executions(self, owner: str, workflow_id: str, limit: int) -> list[workflow_pb2.Execution]:
         resp = await self._call(
@@ -161,7 +164,7 @@ class Upstreams:
 
     async def stream_events(
         self, execution_id: str, after_seq: int, owner: str
-    ) -> AsyncIterator[workflow_pb2.Event]:
+    ) -> AsyncGenerator[workflow_pb2.Event, None]:
         """The state service's replay + live tail; errors surface as WeftError."""
         call = self.state.StreamEvents(
             state_pb2.StreamEventsRequest(execution_id=execution_id, after_seq=after_seq, owner=owner)

@@ -12,9 +12,9 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
+import weft_common.jsonutil as jsonutil
 from weft.state.v1 import state_pb2
 from weft.workflow.v1 import workflow_pb2
-from weft_common import jsonutil
 
 __all__ = [
     "diagnostic_view",
