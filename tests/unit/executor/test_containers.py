@@ -382,3 +382,25 @@ async def test_five_levels_of_mixed_nesting_carry_full_scopes() -> None:
     # c0 iteration 1 / c1 branch 0 / c2 iteration 1 / c3 branch 0: the c4 loop's results.
     inner = run.outcome.outputs["out"][1]["results"][0]["results"][1]["results"][0]
     assert inner == {"results": ["10100", "10101"]}
+
+
+async def test_parallel_holds_only_the_branches_running_now(script: Script) -> None:
+    from helpers.engine import start_json
+
+    seen: list[int] = []
+    holder: dict = {}
+
+    async def branch(ctx: NodeContext) -> NodeResult:
+        container = holder["run"].handle._run.top.open["p"].container
+        seen.append(len(container.active))
+        await asyncio.sleep(0.001)
+        return NodeResult(output=ctx.resolver.render("{{parallel.index}}"))
+
+    script.on("w", branch)
+    holder["run"] = run = start_json(
+        wf(P("p", kind="count", count=400, maxConcurrency=8), W("w", parent="p"),
+           T("n", "$count(p.results)"), edges=[("start", "p"), ("p", "n")]))
+    outcome = await run.wait()
+    assert outcome.outputs == {"n": 400}
+    assert len(seen) == 400 and max(seen) == 8  # frames are released as branches finish
+    assert run.store.steps["p"].output["results"] == list(range(400))
