@@ -63,9 +63,10 @@ def _bind(host: str, port: int) -> socket.socket:
 
 async def serve(settings: GatewaySettings) -> RunningGateway:
     """Start the HTTP API (port 0 picks a free one); refuses an open API beyond loopback."""
-    auth = TokenAuth.from_config(settings.api_tokens, host=settings.http_host, embedded=settings.embedded)
+    host = settings.listen_host()
+    auth = TokenAuth.from_config(settings.api_tokens, host=host, embedded=settings.embedded)
     gateway = Gateway(settings, Upstreams(settings), auth)
-    sock = _bind(settings.http_host, settings.http_port)
+    sock = _bind(host, settings.listen_port())
     config = uvicorn.Config(
         create_app(gateway),
         log_level="warning",
@@ -82,6 +83,6 @@ async def serve(settings: GatewaySettings) -> RunningGateway:
             raise RuntimeError("gateway stopped during startup")
         await asyncio.sleep(0.01)
     port = sock.getsockname()[1]
-    log.info("HTTP API on http://%s:%d (auth: %s)", settings.http_host, port,
+    log.info("HTTP API on http://%s:%d (auth: %s)", host, port,
              "open (loopback, embedded)" if auth.open else f"{len(auth.owners)} token(s)")
     return RunningGateway(server, task, gateway, port)

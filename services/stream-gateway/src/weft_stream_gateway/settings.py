@@ -8,9 +8,11 @@ __all__ = ["GatewaySettings"]
 
 
 class GatewaySettings(CommonSettings):
-    # Where the HTTP API listens (port 0 picks a free one).
-    http_host: str = "127.0.0.1"
-    http_port: int = 8080
+    # Where the HTTP API listens: WEFT_HTTP_HOST / WEFT_HTTP_PORT, else WEFT_HOST / WEFT_PORT like
+    # every service (the Helm chart sets those); default 127.0.0.1:8080. Port 0 picks a free one.
+    http_host: str = ""
+    http_port: int | None = None
+    port: int = 8080
     # Comma list of bearer tokens; an entry may be ``name:token`` to give the token a readable
     # identity (the ``owner`` of what it creates). Empty: open, allowed only on loopback in
     # embedded mode.
@@ -25,3 +27,9 @@ class GatewaySettings(CommonSettings):
     http_shutdown_grace_s: float = 2.0
     # CORS: comma list of origins allowed to call the API from a browser ("*": any; empty: none).
     http_cors_origins: str = "*"
+
+    def listen_host(self) -> str:
+        return self.http_host or self.host
+
+    def listen_port(self) -> int:
+        return self.port if self.http_port is None else self.http_port
