@@ -88,3 +88,14 @@ def test_huge_ids_and_handles_are_quoted_briefly() -> None:
     long_id = "x" * 100_000
     diags = validate_workflow(workflow([start(), tr(long_id)], [edge("start", long_id, "h" * 100_000)]))
     assert diags and all(len(d.message) < 2_000 for d in diags)
+
+
+def test_template_scanning_is_linear_on_hostile_strings() -> None:
+    # Many unclosed "{{" and long whitespace runs inside a template: both used to make the
+    # template regex rescan quadratically (minutes for strings this size).
+    unclosed = "{{a" * 300_000
+    spaced = "{{a" + " " * 900_000 + "b}}"
+    diags = validate_workflow(workflow([start(), out("o1", unclosed), out("o2", spaced)],
+                                       [edge("start", "o1"), edge("start", "o2")]))
+    assert [(d.code, d.node_id) for d in diags] == [(Code.INVALID_TEMPLATE, "o1"), (Code.INVALID_TEMPLATE, "o2")]
+    assert "unclosed" in diags[0].message

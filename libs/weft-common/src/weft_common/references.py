@@ -87,21 +87,38 @@ def parse_reference(text: str) -> Reference:
     return Reference(root=m.group(0), path=tuple(path), text=text)
 
 
+def _find_templates(source: str) -> list[tuple[int, int, str]]:
+    """``(start, end, inner text)`` of each ``{{ … }}``: what ``_TEMPLATE.finditer`` finds, in
+    linear time (the regex rescans to the end of the string for every unclosed ``{{`` and
+    backtracks over whitespace runs, which is quadratic on hostile input)."""
+    found: list[tuple[int, int, str]] = []
+    pos = 0
+    while True:
+        start = source.find("{{", pos)
+        if start == -1:
+            return found
+        close = source.find("}}", start + 2)
+        if close == -1:
+            return found
+        found.append((start, close + 2, source[start + 2 : close].strip()))
+        pos = close + 2
+
+
 @lru_cache(maxsize=8192)
 def compile_template(source: str) -> Template:
     """Parse a config string once (cached); raises TemplateError on a malformed reference."""
     if "{{" not in source:
         return Template(source=source, whole=None, parts=(source,))
-    matches = list(_TEMPLATE.finditer(source))
-    if len(matches) == 1 and matches[0].span() == (0, len(source)):
-        return Template(source=source, whole=parse_reference(matches[0].group(1)), parts=())
+    matches = _find_templates(source)
+    if len(matches) == 1 and matches[0][:2] == (0, len(source)):
+        return Template(source=source, whole=parse_reference(matches[0][2]), parts=())
     parts: list[str | Reference] = []
     pos = 0
-    for m in matches:
-        if m.start() > pos:
-            parts.append(source[pos : m.start()])
-        parts.append(parse_reference(m.group(1)))
-        pos = m.end()
+    for start, end, inner in matches:
+        if start > pos:
+            parts.append(source[pos:start])
+        parts.append(parse_reference(inner))
+        pos = end
     if pos < len(source):
         parts.append(source[pos:])
     return Template(source=source, whole=None, parts=tuple(parts))
