@@ -184,3 +184,24 @@ async def test_list_executions(client: httpx.AsyncClient) -> None:
     eid = (await client.post("/v1/executions", json={"workflow": linear("listed"), "input": {}})).json()["executionId"]
     listed = (await client.get("/v1/executions", params={"workflowId": "listed"})).json()
     assert [e["executionId"] for e in listed] == [eid]
+
+
+async def test_oversized_body_is_413(fakes: FakeStack) -> None:
+    from weft_stream_gateway.server import serve
+
+    from .conftest import gateway_settings
+
+    running = await serve(gateway_settings(fakes, http_max_body_bytes=1000))
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.port}") as c:
+            big = {"workflow": linear(), "input": {"blob": "x" * 2000}}
+            assert_problem(await c.post("/v1/executions", json=big), 413)
+
+            async def chunked():  # no Content-Length: counted while reading
+                yield b'{"workflow": '
+                yield b'"' + b"y" * 2000 + b'"}'
+
+            assert_problem(await c.post("/v1/executions", content=chunked()), 413)
+            assert (await c.post("/v1/executions", json={"workflow": linear(), "input": {}})).status_code == 202
+    finally:
+        await running.stop()

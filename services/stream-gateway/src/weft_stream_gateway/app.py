@@ -56,7 +56,17 @@ class Gateway:
         )
 
     async def body(self, request: Request) -> Any:
-        raw = await request.body()
+        limit = self.settings.http_max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise HttpProblem(413, f"request body over {limit} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise HttpProblem(413, f"request body over {limit} bytes")
+            chunks.append(chunk)
+        raw = b"".join(chunks)
         if not raw:
             return {}
         try:

@@ -23,6 +23,8 @@ class GatewaySettings(CommonSettings):
     sse_retry_ms: int = 1000
     # Deadline of one unary call to an upstream service.
     upstream_timeout_s: float = 30.0
+    # Largest request body accepted (413 above it).
+    http_max_body_bytes: int = 16 * 1024 * 1024
     # Seconds uvicorn waits for open connections (streams) when stopping.
     http_shutdown_grace_s: float = 2.0
     # CORS: comma list of origins allowed to call the API from a browser ("*": any; empty: none).
