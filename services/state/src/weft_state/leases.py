@@ -110,6 +110,7 @@ async def renew_leases(
             await conn.execute(
                 select(E.c.execution_id, E.c.lease_token, E.c.cancel_requested, E.c.resume_pending)
                 .where(E.c.execution_id.in_(list(tokens)))
+                .order_by(E.c.execution_id)  # one lock order for every renewal: no deadlocks
                 .with_for_update()
             )
         )
