@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -108,3 +109,37 @@ async def test_a_200_that_is_not_a_completion_is_upstream() -> None:
         with pytest.raises(NodeFailure) as info:
             await chat(http, request("http://llm.test/v1", stream=False), node_id="n")
     assert (info.value.code, info.value.retryable) == ("LLM_UPSTREAM", True)
+
+
+async def test_a_server_rejecting_stream_options_is_asked_again_without_them() -> None:
+    bodies: list[dict[str, object]] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        body = json.loads(req.content)
+        bodies.append(body)
+        if "stream_options" in body:
+            return httpx.Response(400, json={"error": {
+                "message": "Unrecognized request argument supplied: stream_options"}})
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=(
+            b'data: {"choices":[{"delta":{"content":"ok"},"finish_reason":"stop"}]}\n\n'
+            b"data: [DONE]\n\n"))
+
+    got: list[str] = []
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        result = await chat(http, request("http://llm.test/v1"), node_id="n", on_delta=got.append)
+    assert [("stream_options" in b) for b in bodies] == [True, False]
+    assert got == ["ok"] and result.usage is None  # the handler estimates it
+
+
+async def test_other_400s_are_not_asked_again() -> None:
+    calls = 0
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return httpx.Response(400, json={"error": {"message": "max_tokens is too large"}})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        with pytest.raises(NodeFailure) as info:
+            await chat(http, request("http://llm.test/v1"), node_id="n")
+    assert (info.value.code, calls) == ("LLM_BAD_REQUEST", 1)

@@ -44,8 +44,8 @@ def http_client_for(ctx: NodeContext) -> httpx.AsyncClient:
     else this event loop's shared one."""
     for name in ("http", "http_client"):
         provided = getattr(ctx.services, name, None)
-        if netguard.is_guarded(provided):
-            return provided  # type: ignore[no-any-return]
+        if isinstance(provided, httpx.AsyncClient) and netguard.is_guarded(provided):
+            return provided
     return shared_client(settings_of(ctx))
 
 
@@ -122,12 +122,34 @@ async def _chat(
     read_timeout_s: float,
     max_body_bytes: int,
 ) -> ChatResult:
+    try:
+        return await _call(http, req, node_id, on_delta, read_timeout_s, max_body_bytes,
+                           include_usage=True)
+    except NodeFailure as exc:
+        # Older OpenAI-compatible servers reject `stream_options`: ask once more without it
+        # (nothing was streamed yet; the usage is then estimated).
+        if not (req.stream and exc.status == 400 and "stream_options" in exc.message):
+            raise
+    return await _call(http, req, node_id, on_delta, read_timeout_s, max_body_bytes,
+                       include_usage=False)
+
+
+async def _call(
+    http: httpx.AsyncClient,
+    req: ChatRequest,
+    node_id: str,
+    on_delta: Callable[[str], None] | None,
+    read_timeout_s: float,
+    max_body_bytes: int,
+    *,
+    include_usage: bool,
+) -> ChatResult:
     timeout = httpx.Timeout(connect=10.0, read=read_timeout_s, write=30.0, pool=30.0)
     acc = _Accumulator(model=req.model)
     secret = req.api_key
     try:
-        async with http.stream("POST", req.url, json=req.payload(), headers=req.headers(),
-                               timeout=timeout) as resp:
+        async with http.stream("POST", req.url, json=req.payload(include_usage=include_usage),
+                               headers=req.headers(), timeout=timeout) as resp:
             if not 200 <= resp.status_code < 300:
                 body = await _read_limited(resp, _ERROR_BODY_LIMIT, truncate=True)
                 raise errors.status_failure(node_id, resp.status_code, resp.headers, body,

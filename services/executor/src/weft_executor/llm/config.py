@@ -42,7 +42,7 @@ class ChatRequest:
             h["Accept"] = "text/event-stream"
         return h
 
-    def payload(self) -> dict[str, Any]:
+    def payload(self, *, include_usage: bool = True) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "messages": list(self.messages)}
         if self.temperature is not None:
             body["temperature"] = self.temperature
@@ -50,7 +50,8 @@ class ChatRequest:
             body["max_tokens"] = self.max_tokens
         if self.stream:
             body["stream"] = True
-            body["stream_options"] = {"include_usage": True}
+            if include_usage:
+                body["stream_options"] = {"include_usage": True}
         return body
 
     def public_input(self) -> dict[str, Any]:
