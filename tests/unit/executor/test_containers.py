@@ -130,9 +130,15 @@ async def test_default_max_iterations_is_1000() -> None:
 
 # ---------------------------------------------------------------- parallel
 async def test_parallel_collection_results_by_branch_index_despite_finish_order(script: Script) -> None:
+    done = {i: asyncio.Event() for i in (1, 2, 3)}
+
     async def wait_inverse(ctx: NodeContext) -> NodeResult:
+        # Branch 2 (item 3) finishes first, then branch 1, then branch 0.
         item = ctx.resolver.render("{{parallel.item}}")
-        await asyncio.sleep(0.01 * (4 - item))
+        if item < 3:
+            await done[item + 1].wait()
+        await asyncio.sleep(0)
+        done[item].set()
         return NodeResult(output=item * 10)
 
     script.on("w", wait_inverse)
