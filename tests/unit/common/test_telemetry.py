@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -29,7 +30,7 @@ from weft_common.telemetry import (
     telemetry_for_tests,
 )
 from weft_common.telemetry_http import trace_asgi_app, trace_httpx_client
-from weft_common.telemetry_metrics import metrics
+from weft_common.telemetry_metrics import metrics, record_event_lag
 
 
 @pytest.fixture
@@ -171,6 +172,29 @@ def test_metrics_count_what_happened(tel: TestTelemetry) -> None:
         tel.metric_value("weft.node.duration", node_type="http", status="SUCCEEDED") - before_nodes
         == 3
     )
+
+
+def test_event_fanout_lag_is_measured_from_the_event_timestamp(tel: TestTelemetry) -> None:
+    before = tel.metric_value("weft.events.fanout_lag")
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 2)) + ".000Z"
+    record_event_lag(
+        '{"seq":3,"type":"node:completed","executionId":"e","timestamp":"' + stamp + '",'
+        '"output":{"timestamp":"not this one"}}'
+    )
+    record_event_lag('{"seq":4,"type":"node:started"}')  # no timestamp: not recorded
+    record_event_lag('{"timestamp":"garbage"}')
+    assert tel.metric_value("weft.events.fanout_lag") - before == 1
+    data = tel.reader.get_metrics_data()
+    assert data is not None
+    [lag] = [
+        m
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "weft.events.fanout_lag"
+    ]
+    point = lag.data.data_points[0]
+    assert 1.5 <= point.max <= 10  # ~2 s old (the max of all recordings so far)
 
 
 def _json_logger() -> tuple[logging.Logger, io.StringIO]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,8 +139,14 @@ def setup_telemetry(
     settings: CommonSettings,
     *,
     environ: Mapping[str, str] | None = None,
+    libraries: Sequence[str] = (),
 ) -> Telemetry:
-    """Install tracing and metrics for this process (idempotent: later calls return the first)."""
+    """Install tracing and metrics for this process (idempotent: later calls return the first).
+
+    SQLAlchemy and redis are traced when this process imported them already (a service's
+    ``__main__`` imports its server first) or when named in ``libraries`` (for a process that
+    imports its services later, like ``weft up``).
+    """
     global _installed
     if _installed is not None:
         return _installed
@@ -163,7 +169,7 @@ def setup_telemetry(
         trace.set_tracer_provider(provider)
         telemetry._tracer_provider = provider
         telemetry.tracing = flags.tracing = True
-        instrument_libraries()
+        instrument_libraries(libraries)
 
     readers: list[MetricReader] = []
     for name in _exporter_names(env, "METRICS"):
@@ -191,19 +197,20 @@ def setup_telemetry(
     return telemetry
 
 
-def instrument_libraries() -> None:
+def instrument_libraries(libraries: Sequence[str] = ()) -> None:
     """Trace the libraries the services use, for every client/engine created from now on:
     httpx (outbound ``traceparent``), and SQLAlchemy (a span per statement) and redis when this
-    process imported them already (the state service; the others skip their import cost)."""
+    process imported them already or they are named in ``libraries`` (the state service uses
+    them; the other services skip their import cost)."""
     from .telemetry_http import instrument_httpx_globally
 
     instrument_httpx_globally()
     instrumentors: list[Any] = []
-    if "sqlalchemy" in sys.modules:
+    if "sqlalchemy" in sys.modules or "sqlalchemy" in libraries:
         from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
         instrumentors.append(SQLAlchemyInstrumentor())
-    if "redis" in sys.modules:
+    if "redis" in sys.modules or "redis" in libraries:
         from opentelemetry.instrumentation.redis import RedisInstrumentor
 
         instrumentors.append(RedisInstrumentor())

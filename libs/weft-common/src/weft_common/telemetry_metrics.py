@@ -13,9 +13,14 @@ Prometheus names: dots become underscores, units become suffixes (``weft_node_du
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
+
 from opentelemetry import metrics as otel_metrics
 
-__all__ = ["SECONDS_BUCKETS", "WeftMetrics", "metrics"]
+from ._telemetry_state import flags
+
+__all__ = ["SECONDS_BUCKETS", "WeftMetrics", "metrics", "record_event_lag"]
 
 # Node runs, commits and fan-out lag span sub-millisecond to minutes.
 SECONDS_BUCKETS = (
@@ -80,3 +85,23 @@ class WeftMetrics:
 
 
 metrics = WeftMetrics(otel_metrics.get_meter("weft"))
+
+
+_TIMESTAMP_KEY = '"timestamp":"'
+
+
+def record_event_lag(event_json: str) -> None:
+    """``weft.events.fanout_lag`` for one event about to reach a subscriber: now minus the
+    event's ``timestamp`` (read from its SPEC JSON without parsing the rest of it)."""
+    if not flags.metrics:
+        return
+    start = event_json.find(_TIMESTAMP_KEY)
+    if start < 0:
+        return
+    start += len(_TIMESTAMP_KEY)
+    end = event_json.find('"', start)
+    try:
+        stamp = datetime.fromisoformat(event_json[start:end]).timestamp()
+    except ValueError:
+        return
+    metrics.event_fanout_lag.record(max(0.0, time.time() - stamp))
