@@ -30,7 +30,7 @@ _DIGITS = frozenset("0123456789")
 _WS = r"[ \t\r\n]*"
 _PLAIN = r"(?!(?:and|or|in|true|false|null|function)(?![A-Za-z0-9_]))[A-Za-z_][A-Za-z0-9_]*(?![A-Za-z0-9_])"
 _OPERAND = (
-    rf"(?:-{_WS})*(?:(?:\$[A-Za-z_][A-Za-z0-9_]*(?![A-Za-z0-9_])|{_PLAIN})(?:{_WS}\.{_WS}{_PLAIN})*"
+    rf"(?:-{_WS}){{0,100}}(?:(?:\$[A-Za-z_][A-Za-z0-9_]*(?![A-Za-z0-9_])|{_PLAIN})(?:{_WS}\.{_WS}{_PLAIN})*"
     r"|(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?![0-9A-Za-z_.])|'[^'\\]*'|\"[^\"\\]*\""
     r"|(?:true|false|null)(?![A-Za-z0-9_]))"
 )
