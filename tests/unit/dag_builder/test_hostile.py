@@ -86,8 +86,11 @@ def test_huge_strings_are_refused_before_parsing() -> None:
 
 def test_huge_ids_and_handles_are_quoted_briefly() -> None:
     long_id = "x" * 100_000
-    diags = validate_workflow(workflow([start(), tr(long_id)], [edge("start", long_id, "h" * 100_000)]))
-    assert diags and all(len(d.message) < 2_000 for d in diags)
+    nodes = [start(), tr(long_id, "ghost + 1"), node("c", "condition", branches=[{"id": "b" * 100_000}])]
+    edges = [edge("start", long_id, "h" * 100_000), edge("start", "c"), edge("c", long_id, "condition:" + "z" * 99_999)]
+    diags = validate_workflow(workflow(nodes, edges))
+    assert len(diags) >= 4
+    assert all(len(d.message) <= 1_000 and len(d.node_id) <= 300 and len(d.edge_id) <= 300 for d in diags)
 
 
 def test_template_scanning_is_linear_on_hostile_strings() -> None:

@@ -74,6 +74,14 @@ def diagnostics_to_json(diagnostics: list[Diagnostic]) -> list[dict[str, Any]]:
     return [d.to_json() for d in diagnostics]
 
 
+_MAX_MESSAGE = 1_000
+_MAX_NAME = 300
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class DiagnosticSink:
     """Collects diagnostics up to a cap, so hostile input gets a bounded answer."""
 
@@ -88,7 +96,9 @@ class DiagnosticSink:
         if len(self.items) >= self.limit:
             self.dropped += 1
             return
-        self.items.append(Diagnostic(code, message, node_id, edge_id, field))
+        # Hostile ids and values must not blow up the answer: every text is bounded.
+        self.items.append(Diagnostic(code, _clip(message, _MAX_MESSAGE), _clip(node_id, _MAX_NAME),
+                                     _clip(edge_id, _MAX_NAME), _clip(field, _MAX_NAME)))
 
     def __bool__(self) -> bool:
         return bool(self.items)
