@@ -64,37 +64,41 @@ async def run_attempt(
     node = ctx.node
     started = time.perf_counter()
     status = "FAILED"
-    with node_span(node.id, node.type, ctx.scope, ctx.attempt) as span:
-        try:
-            if timeout_s is None:
-                result = await handler.execute(ctx)
-            else:
-                async with asyncio.timeout(timeout_s):
+    try:
+        with node_span(node.id, node.type, ctx.scope, ctx.attempt) as span:
+            try:
+                if timeout_s is None:
                     result = await handler.execute(ctx)
-        except NodeFailure as exc:
-            record_node_status("FAILED", error_code=exc.code, error_message=exc.message, span=span)
-            raise
-        except TimeoutError:
-            record_node_status("FAILED", error_code="TIMEOUT", span=span)
-            raise
-        except asyncio.CancelledError:
-            status = "CANCELLED"
-            record_node_status(status, span=span)
-            raise
-        finally:
-            if flags.metrics:
-                metrics.node_duration.record(
-                    time.perf_counter() - started, {"node_type": node.type, "status": status}
+                else:
+                    async with asyncio.timeout(timeout_s):
+                        result = await handler.execute(ctx)
+            except NodeFailure as exc:
+                record_node_status(
+                    "FAILED", error_code=exc.code, error_message=exc.message, span=span
                 )
-        status = "PAUSED" if result.pause is not None else "SUCCEEDED"
-        record_node_status(status, span=span)
-        if result.token_usage:
-            model = result.output.get("model", "") if isinstance(result.output, dict) else ""
-            record_llm_usage(
-                str(model or ""),
-                int(result.token_usage.get("inputTokens") or 0),
-                int(result.token_usage.get("outputTokens") or 0),
-                span=span,
+                raise
+            except TimeoutError:
+                record_node_status("FAILED", error_code="TIMEOUT", span=span)
+                raise
+            except asyncio.CancelledError:
+                status = "CANCELLED"
+                record_node_status(status, span=span)
+                raise
+            status = "PAUSED" if result.pause is not None else "SUCCEEDED"
+            record_node_status(status, span=span)
+            if result.token_usage:
+                output = result.output
+                model = output.get("model", "") if isinstance(output, dict) else ""
+                record_llm_usage(
+                    str(model or ""),
+                    int(result.token_usage.get("inputTokens") or 0),
+                    int(result.token_usage.get("outputTokens") or 0),
+                    span=span,
+                )
+    finally:
+        if flags.metrics:
+            metrics.node_duration.record(
+                time.perf_counter() - started, {"node_type": node.type, "status": status}
             )
     return result
 
