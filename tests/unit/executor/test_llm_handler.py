@@ -264,6 +264,15 @@ async def test_messages_keep_roles_and_render_non_text_values(fake: FakeOpenAI) 
     ]
 
 
+async def test_messages_from_a_whole_template_keep_their_list(fake: FakeOpenAI) -> None:
+    history = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+               {"role": "user", "content": "again"}]
+    ctx = make_ctx(base_config(fake, messages="{{start.history}}"), [],
+                   inputs={"history": history})
+    await LLMHandler().execute(ctx)
+    assert fake.requests[0].body["messages"] == history
+
+
 # ---------------------------------------------------------------------------- errors
 
 
