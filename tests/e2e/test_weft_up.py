@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers.db import REDIS_URL
 
 from .weft_up import WeftUp
 
@@ -54,8 +55,22 @@ async def wait_for(c: httpx.AsyncClient, eid: str, wanted: set[str], within: flo
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-async def test_restart_finds_every_execution_where_it_was(tmp_path: Path, sig: int) -> None:
-    first = await WeftUp(tmp_path).start()
+async def test_restart_on_sqlite(tmp_path: Path, sig: int) -> None:
+    await restart_scenario(tmp_path, sig, {})
+
+
+@pytest.mark.timeout(300)
+async def test_restart_on_postgres_and_redis(tmp_path: Path, postgres_database_url: str, redis_prefix: str) -> None:
+    env = {"WEFT_DATABASE_URL": postgres_database_url, "WEFT_REDIS_URL": REDIS_URL,
+           "WEFT_REDIS_PREFIX": redis_prefix}
+    await restart_scenario(tmp_path, signal.SIGTERM, env)
+
+
+async def restart_scenario(tmp_path: Path, sig: int, env: dict[str, str]) -> None:
+    """Paused, finished and mid-run executions; stop with ``sig``; restart on the same data."""
+    first = await WeftUp(tmp_path, env=env).start()
+    if env:
+        assert "events redis" in first.log.read_text() and "postgresql+asyncpg" in first.log.read_text()
     async with httpx.AsyncClient(base_url=first.url, timeout=30) as c:
         paused = (await c.post("/v1/executions", json={"workflow": APPROVAL, "input": {}})).json()["executionId"]
         await wait_for(c, paused, {"PAUSED"})
@@ -71,7 +86,7 @@ async def test_restart_finds_every_execution_where_it_was(tmp_path: Path, sig: i
     assert await first.stop(sig) == 0, first.log.read_text()
     assert "stopping" in first.log.read_text()
 
-    second = await WeftUp(tmp_path, port=first.port).start()
+    second = await WeftUp(tmp_path, port=first.port, env=env).start()
     try:
         async with httpx.AsyncClient(base_url=second.url, timeout=30) as c:
             assert (await status(c, done))["outputs"] == {"out": 1}
