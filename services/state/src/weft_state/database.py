@@ -70,6 +70,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    return None
+
+
 async def open_database(url: str, *, pool_size: int = 20, max_overflow: int = 20) -> Database:
     """Connect and bring the schema up to date."""
     if url.startswith("sqlite"):
@@ -93,6 +97,9 @@ async def open_database(url: str, *, pool_size: int = 20, max_overflow: int = 20
             make_url(url).set(drivername="postgresql").render_as_string(hide_password=False),
             min_size=1,
             max_size=pool_size,
+            # The fast path runs single autocommit statements and leaves no session state, so
+            # the default reset (a RESET ALL/UNLISTEN/... round trip per release) is skipped.
+            reset=_keep_session,
         )
     return db
 
