@@ -2,7 +2,8 @@
 long-polling claimers.
 
 ``InProcessBus`` fans out inside this process (embedded mode). ``RedisBus`` does the same locally
-and also publishes through Redis pub/sub so that every state-service replica hears every commit.
+and also publishes through Redis pub/sub, so that a replica streaming an execution hears the
+commits other replicas make (it subscribes to that execution's channel while it streams it).
 The bus only speeds things up: publishing never blocks or fails a commit (Redis writes happen in
 a background task and are dropped while Redis is down), and streams re-read the database when
 they see a gap, overflow or silence, so losing Redis loses no event.
@@ -15,7 +16,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from .domain import StoredEvent
 
@@ -155,7 +156,8 @@ def _decode(execution_id: str, data: str) -> tuple[str, list[StoredEvent]]:
 
 
 class RedisBus(_LocalFanout):
-    """Local fan-out plus Redis pub/sub between replicas (``weft:events:<id>``, ``weft:work``)."""
+    """Local fan-out plus Redis pub/sub between replicas (``weft:events:<id>`` while streamed here,
+    ``weft:work``)."""
 
     def __init__(self, url: str, *, buffer: int = 10_000, prefix: str = "") -> None:
         super().__init__(buffer=buffer)
@@ -174,6 +176,8 @@ class RedisBus(_LocalFanout):
         self._closed = False
         self.connected = False
         self._warned = False
+        self._pubsub: Any = None
+        self._pending: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self._tasks = [
@@ -191,6 +195,35 @@ class RedisBus(_LocalFanout):
         self._wake_workers()
         with contextlib.suppress(Exception):
             await self._redis.aclose()
+
+    def subscribe(self, execution_id: str) -> Subscription:
+        # Redis carries an execution's events to this replica only while someone here streams
+        # it. Events committed before the SUBSCRIBE takes effect are in the database, which the
+        # stream reads after subscribing (and again on a gap or a quiet period).
+        first = not self._has_subscribers(execution_id)
+        sub = super().subscribe(execution_id)
+        if first:
+            self._channel_op("subscribe", execution_id)
+        return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        super()._unsubscribe(sub)
+        if not self._has_subscribers(sub.execution_id):
+            self._channel_op("unsubscribe", sub.execution_id)
+
+    def _channel_op(self, op: str, execution_id: str) -> None:
+        pubsub = self._pubsub
+        if pubsub is None or self._closed:
+            return  # (re)connecting: the receive loop subscribes every current stream
+        task = asyncio.get_running_loop().create_task(
+            self._quiet(getattr(pubsub, op)(self._events_prefix + execution_id))
+        )
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _quiet(self, op: Any) -> None:
+        with contextlib.suppress(Exception):
+            await op
 
     def publish(self, execution_id: str, events: Sequence[StoredEvent]) -> None:
         if not events:
@@ -234,8 +267,10 @@ class RedisBus(_LocalFanout):
         while not self._closed:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.psubscribe(self._events_prefix + "*")
-                await pubsub.subscribe(self._work_channel)
+                self._pubsub = pubsub  # from here on, new streams subscribe through it
+                await pubsub.subscribe(
+                    self._work_channel, *(self._events_prefix + i for i in list(self._subs))
+                )
                 if not self.connected:
                     log.info("Redis event bus connected")
                 self.connected, self._warned = True, False
@@ -247,6 +282,7 @@ class RedisBus(_LocalFanout):
                 self._down(exc)
                 await asyncio.sleep(0.5)
             finally:
+                self._pubsub = None
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
