@@ -68,7 +68,6 @@ async def test_linear_chain_outputs_and_exact_event_order() -> None:
 async def test_fan_out_runs_concurrently_and_join_waits_for_all(script: Script) -> None:
     for n in ("a", "b", "c"):
         script.on(n, sleep(0.3, output=n))
-    t0 = time.perf_counter()
     run = await run_json(
         wf(
             W("a"),
