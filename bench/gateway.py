@@ -1,7 +1,7 @@
 """Gateway latency: POST execute → terminal SSE event of a 5-node workflow (p50/p99), and the delay
 from a node finishing (its event's timestamp) to that event reaching an SSE client (target p50
-≤ 20 ms). Prints ratios against a bare HTTP round trip through the same gateway (GET /healthz)
-and against the previous run (bench/results/gateway.local.json).
+≤ 20 ms). Prints ratios against a bare HTTP round trip through the same gateway (GET /healthz),
+a plain asyncio HTTP responder (the floor of one round trip on this machine), and the previous run (bench/results/gateway.local.json).
 
     .venv/bin/python bench/gateway.py                      # starts `weft up` on a free port
     .venv/bin/python bench/gateway.py --url http://127.0.0.1:8080 --runs 200
@@ -87,6 +87,53 @@ def stack(url: str | None) -> Iterator[str]:
             proc.wait(30)
 
 
+BASELINE_SERVER = """
+import asyncio, sys
+BODY = b'{"status":"ok"}'
+RESP = b"HTTP/1.1 200 OK\\r\\ncontent-type: application/json\\r\\ncontent-length: 15\\r\\n\\r\\n" + BODY
+async def handle(r, w):
+    while True:
+        head = await r.readuntil(b"\\r\\n\\r\\n")
+        if not head:
+            return
+        w.write(RESP)
+        await w.drain()
+async def main():
+    srv = await asyncio.start_server(handle, "127.0.0.1", int(sys.argv[1]))
+    async with srv:
+        await srv.serve_forever()
+asyncio.run(main())
+"""
+
+
+@contextlib.contextmanager
+def baseline_server() -> Iterator[str]:
+    """A plain asyncio HTTP responder in its own process: the floor of one HTTP round trip."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", BASELINE_SERVER, str(port)])
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            with contextlib.suppress(httpx.TransportError):
+                httpx.get(base + "/")
+                break
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def round_trips(base: str, path: str, n: int) -> list[float]:
+    out = []
+    async with httpx.AsyncClient(base_url=base) as client:
+        for _ in range(n):
+            t = time.perf_counter()
+            (await client.get(path)).raise_for_status()
+            out.append(time.perf_counter() - t)
+    return out
+
+
 async def one_run(client: httpx.AsyncClient, n: int) -> tuple[float, list[float]]:
     """(seconds from POST to the terminal event, node:completed → client delays in seconds)."""
     delays: list[float] = []
@@ -110,15 +157,12 @@ async def one_run(client: httpx.AsyncClient, n: int) -> tuple[float, list[float]
     raise RuntimeError("stream ended without a terminal event")
 
 
-async def measure(base: str, args: argparse.Namespace) -> None:
+async def measure(base: str, baseline: str, args: argparse.Namespace) -> None:
     async with httpx.AsyncClient(base_url=base, timeout=60) as client:
         for i in range(args.warmup):
             await one_run(client, i)
-        rtt = []
-        for _ in range(args.runs):
-            t = time.perf_counter()
-            (await client.get("/healthz")).raise_for_status()
-            rtt.append(time.perf_counter() - t)
+        floor = await round_trips(baseline, "/", args.runs)
+        rtt = await round_trips(base, "/healthz", args.runs)
         e2e, delays = [], []
         for i in range(args.runs):
             took, d = await one_run(client, i)
@@ -131,6 +175,7 @@ async def measure(base: str, args: argparse.Namespace) -> None:
     ms = 1000.0
     result = {
         "runs": args.runs,
+        "asyncio_rtt_p50_ms": statistics.median(floor) * ms,
         "healthz_p50_ms": statistics.median(rtt) * ms,
         "e2e_p50_ms": pct(e2e, 50) * ms, "e2e_p99_ms": pct(e2e, 99) * ms,
         "delay_p50_ms": pct(delays, 50) * ms, "delay_p99_ms": pct(delays, 99) * ms,
@@ -139,7 +184,9 @@ async def measure(base: str, args: argparse.Namespace) -> None:
     }
     previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else None
     print(f"5-node workflow through the gateway, {args.runs} sequential runs (+{args.warmup} warm-up)")
-    print(f"  bare HTTP round trip (GET /healthz)   p50 {result['healthz_p50_ms']:7.2f} ms")
+    print(f"  plain asyncio HTTP round trip        p50 {result['asyncio_rtt_p50_ms']:7.2f} ms   (baseline)")
+    print(f"  gateway GET /healthz round trip      p50 {result['healthz_p50_ms']:7.2f} ms   "
+          f"({result['healthz_p50_ms'] / result['asyncio_rtt_p50_ms']:.1f}x the baseline)")
     print(f"  POST execute -> terminal SSE event   p50 {result['e2e_p50_ms']:7.2f} ms   "
           f"p99 {result['e2e_p99_ms']:7.2f} ms   "
           f"({result['e2e_p50_ms'] / result['healthz_p50_ms']:.1f}x a bare round trip)")
@@ -163,8 +210,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--concurrency", type=int, default=10, help="runs in flight in the burst phase")
     args = ap.parse_args()
-    with stack(args.url) as base:
-        asyncio.run(measure(base, args))
+    with stack(args.url) as base, baseline_server() as baseline:
+        asyncio.run(measure(base, baseline, args))
 
 
 if __name__ == "__main__":

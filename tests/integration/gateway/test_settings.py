@@ -29,3 +29,12 @@ def test_chart_variables_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WEFT_SSE_HEARTBEAT_S", "2.5")
     s = GatewaySettings()
     assert s.api_tokens == "a:b" and s.sse_heartbeat_s == 2.5
+
+
+async def test_listening_socket_is_tcp_so_asyncio_disables_nagle(gateway) -> None:  # type: ignore[no-untyped-def]
+    import socket
+
+    (listener,) = gateway._server.servers[0].sockets
+    # asyncio sets TCP_NODELAY on accepted connections only when the socket's proto is TCP;
+    # otherwise every response written in two pieces waits ~40 ms for a delayed ACK.
+    assert listener.proto == socket.IPPROTO_TCP
