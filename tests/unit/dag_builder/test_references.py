@@ -96,7 +96,9 @@ def test_a_loop_condition_may_read_its_own_children() -> None:
         _edges(),
     )
     assert diagnose(defn) == []
-    assert compile_workflow(defn).nodes["L"].references == ("L", "second")
+    dag = compile_workflow(defn)
+    assert dag.nodes["L"].references == ("second",)  # itself (L.index) is no output dependency
+    assert dag.nodes["second"].readers == ("L",)
 
 
 def test_nested_containers_read_outer_container_ids() -> None:

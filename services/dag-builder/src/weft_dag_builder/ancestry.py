@@ -68,7 +68,8 @@ def resolve_references(
             if u == -1:
                 report(v, ref, Code.UNKNOWN_REFERENCE, f"reads {root!r}, which is not a node of this workflow")
                 continue
-            reads.setdefault(v, set()).add(u)
+            if u != v:  # a loop's condition reading its own index is no output dependency
+                reads.setdefault(v, set()).add(u)
             if not s.placed[u] or not s.placed[v]:
                 continue  # a misplaced node is already reported; its ancestry is unknown
             if ref.expression and nodes[v].type == "loop" and ref.field == "config.condition" \
