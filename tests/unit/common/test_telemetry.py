@@ -133,6 +133,21 @@ def test_resumed_execution_links_to_the_original_trace(tel: TestTelemetry) -> No
     assert node.context.trace_id == resumed.context.trace_id
 
 
+def test_node_spans_are_skipped_under_a_trace_sampling_left_out(tel: TestTelemetry) -> None:
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    unsampled = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(0))
+    token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(unsampled)))
+    try:
+        with node_span("n", "transform") as span:
+            # Still the caller's context (propagated onwards with sampled=0), no new span.
+            assert span.get_span_context().span_id == 0 or not span.is_recording()
+            assert trace.get_current_span().get_span_context().trace_id == 0xABC
+    finally:
+        otel_context.detach(token)
+    assert tel.spans() == []
+
+
 def test_link_from_str_rejects_missing_and_malformed_values() -> None:
     assert link_from_str("") is None
     assert link_from_str(None) is None

@@ -1,7 +1,8 @@
 """The engine's span helpers: one span per execution run and per node attempt, and span links.
 
-Made for the hot path. With tracing off each helper is a flag check plus the log-context ids
-(two ``ContextVar.set``s); with tracing on it is one SDK span. Attribute names:
+Made for the hot path. With tracing off each helper is a flag check plus the log-context ids (one
+``ContextVar.set``); with tracing on it is one SDK span, except under a trace that sampling left
+out, where node spans are skipped altogether. Attribute names:
 
 - ``weft.execution.id``, ``weft.workflow.id``, ``weft.execution.resumed``
 - ``weft.node.id``, ``weft.node.type``, ``weft.node.scope`` (``"loop:2/par:0"``),
@@ -125,6 +126,13 @@ class _TracedScope:
             otel_context.detach(self._token)  # type: ignore[arg-type]
 
 
+def _sampled_out() -> bool:
+    """The enclosing trace was not sampled: its children would not be either (parent-based
+    sampling, the default), so skip building them; the context still propagates."""
+    ctx = trace.get_current_span().get_span_context()
+    return ctx.is_valid and not ctx.trace_flags.sampled
+
+
 def execution_span(
     execution_id: str,
     workflow_id: str = "",
@@ -161,7 +169,7 @@ def node_span(
     ``as span`` gives the span (a non-recording one with tracing off); set the outcome with
     ``record_node_status``.
     """
-    if not flags.tracing:
+    if not flags.tracing or _sampled_out():
         return _UntracedScope(execution_id=execution_id, node_id=node_id)
     log = log_context(execution_id=execution_id, node_id=node_id)
     attrs: dict[str, Any] = {
