@@ -8,9 +8,10 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from weft_common import jsonutil
-from weft_common.errors import InvalidArgument
+from weft_common.errors import InvalidArgument, NotFound
 
 from .clock import later, utcnow
 from .domain import (
@@ -30,12 +31,12 @@ from .store import (
     PAUSE_CANCELLED,
     PAUSE_CLAIMED,
     PAUSE_OPEN,
+    WV,
     E,
     P,
     StateStore,
     execution_record,
 )
-from .workflows import get_workflow
 
 __all__ = [
     "create_execution",
@@ -49,10 +50,6 @@ __all__ = [
 async def create_execution(store: StateStore, req: CreateExecution) -> CreatedExecution:
     """A new PENDING execution, or the existing one for an idempotency key already used by the
     same owner (``existing=True``, never leased)."""
-    if req.idempotency_key:
-        found = await _by_idempotency_key(store, req.owner, req.idempotency_key)
-        if found:
-            return CreatedExecution(found, existing=True)
     if req.input_json:
         try:
             jsonutil.loads(req.input_json)
@@ -65,8 +62,7 @@ async def create_execution(store: StateStore, req: CreateExecution) -> CreatedEx
         if not dag:
             raise InvalidArgument("an inline definition needs its compiled dag")
     elif req.workflow_id:
-        pinned = await get_workflow(store, req.workflow_id, req.workflow_version, owner=req.owner)
-        workflow_id, version, definition_json, dag = pinned.workflow_id, pinned.version, None, None
+        workflow_id, version, definition_json, dag = req.workflow_id, 0, None, None
     else:
         raise InvalidArgument("give a workflow_id or an inline definition")
 
@@ -114,11 +110,20 @@ async def create_execution(store: StateStore, req: CreateExecution) -> CreatedEx
             lease_owner=lease.worker_id, lease_token=lease.token, lease_expires_at=lease.expires_at
         )
     try:
-        async with store.db.engine.begin() as conn:
+        async with store.db.engine.begin() as conn:  # one round of checkout for the fast path
+            if req.idempotency_key:
+                found = await _by_idempotency_key(conn, req.owner, req.idempotency_key)
+                if found:
+                    return CreatedExecution(found, existing=True)
+            if definition_json is None:
+                values["workflow_version"] = await _pin(
+                    conn, req.workflow_id, req.workflow_version, req.owner
+                )
             await conn.execute(E.insert().values(**values))
     except IntegrityError:
         if req.idempotency_key:  # lost the race with a concurrent create under the same key
-            found = await _by_idempotency_key(store, req.owner, req.idempotency_key)
+            async with store.db.engine.connect() as conn:
+                found = await _by_idempotency_key(conn, req.owner, req.idempotency_key)
             if found:
                 return CreatedExecution(found, existing=True)
         raise
@@ -127,13 +132,28 @@ async def create_execution(store: StateStore, req: CreateExecution) -> CreatedEx
     return CreatedExecution(execution_id, existing=False, lease=lease)
 
 
-async def _by_idempotency_key(store: StateStore, owner: str, key: str) -> str | None:
-    async with store.db.engine.connect() as conn:
-        return (
-            await conn.execute(
-                select(E.c.execution_id).where(E.c.owner == owner, E.c.idempotency_key == key)
-            )
-        ).scalar()
+async def _by_idempotency_key(conn: AsyncConnection, owner: str, key: str) -> str | None:
+    found: str | None = (
+        await conn.execute(
+            select(E.c.execution_id).where(E.c.owner == owner, E.c.idempotency_key == key)
+        )
+    ).scalar()
+    return found
+
+
+async def _pin(conn: AsyncConnection, workflow_id: str, version: int, owner: str) -> int:
+    """The version an execution of ``workflow_id`` runs on (0 = the latest, at this moment)."""
+    stmt = select(WV.c.version, WV.c.owner).where(WV.c.workflow_id == workflow_id)
+    if version:
+        stmt = stmt.where(WV.c.version == version)
+    else:
+        stmt = stmt.order_by(WV.c.version.desc()).limit(1)
+    row = (await conn.execute(stmt)).first()
+    if row is None or (owner and row.owner != owner):
+        what = f"workflow {workflow_id!r}" + (f" version {version}" if version else "")
+        raise NotFound(f"{what} not found")
+    pinned: int = row.version
+    return pinned
 
 
 async def get_execution(
