@@ -94,26 +94,29 @@ def _error_pb(err: dict[str, Any] | None) -> workflow_pb2.ExecutionError | None:
     )
 
 
-def _status_name(value: int, enum: Any, prefix: str) -> str:
-    return str(enum.Name(value)).removeprefix(prefix)
+_NODE_STATUS = {v: k.removeprefix("NODE_STATUS_") for k, v in workflow_pb2.NodeStatus.items()}
+_NODE_STATUS_PB = {name: v for v, name in _NODE_STATUS.items()}
+_EXEC_STATUS: dict[int, ExecutionStatus | None] = {
+    v: (None if v == 0 else ExecutionStatus(k.removeprefix("EXECUTION_STATUS_")))
+    for k, v in workflow_pb2.ExecutionStatus.items()
+}
+_EXEC_STATUS_PB = {status: v for v, status in _EXEC_STATUS.items() if status is not None}
 
 
 def _node_status(value: int) -> str:
-    return _status_name(value, workflow_pb2.NodeStatus, "NODE_STATUS_")
+    return _NODE_STATUS[value]
 
 
 def _node_status_pb(name: str) -> int:
-    return int(workflow_pb2.NodeStatus.Value("NODE_STATUS_" + name))
+    return _NODE_STATUS_PB[name]
 
 
 def _exec_status(value: int) -> ExecutionStatus | None:
-    if value == workflow_pb2.EXECUTION_STATUS_UNSPECIFIED:
-        return None
-    return ExecutionStatus(_status_name(value, workflow_pb2.ExecutionStatus, "EXECUTION_STATUS_"))
+    return _EXEC_STATUS[value]
 
 
 def _exec_status_pb(status: ExecutionStatus) -> int:
-    return int(workflow_pb2.ExecutionStatus.Value("EXECUTION_STATUS_" + status.value))
+    return _EXEC_STATUS_PB[status]
 
 
 def _lease_ref(msg: state_pb2.Lease) -> LeaseRef:
