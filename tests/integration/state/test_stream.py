@@ -174,3 +174,24 @@ async def test_missed_publish_is_recovered_from_the_database(driver: Driver) -> 
     await finish(driver, lease, 3)
     got = await asyncio.wait_for(stream, 10)
     assert [(e.seq, e.node_id) for e in got] == [(1, ""), (2, "lost"), (3, "seen"), (4, "")]
+
+
+async def test_a_slow_subscriber_overflowing_its_buffer_loses_nothing(backend: Backend) -> None:
+    """Live events beyond the per-subscriber buffer are dropped from memory, not from the
+    stream: it re-reads the database."""
+    store = await _second_store(backend, stream_buffer=4, stream_poll_ms=60_000)
+    try:
+        driver = Driver(store)
+        eid, lease = await driver.create()
+        assert lease
+        await driver.start(lease)
+        stream = stream_events(store, eid)
+        first = await anext(stream)  # replayed; the stream now tails with a 4-event buffer
+        assert first.seq == 1
+        await driver.commit(lease, 1, events=[ev("node:completed", f"n{i}") for i in range(30)])
+        await finish(driver, lease, 2)
+        rest = [e async for e in stream]
+        assert [e.seq for e in [first, *rest]] == list(range(1, 33))
+    finally:
+        await store.bus.close()
+        await store.db.close()
