@@ -41,11 +41,14 @@ def _invalid(exc: ApiError) -> int:
 async def cmd_up(args: argparse.Namespace) -> int:
     from weft_common.logging_setup import setup_logging
     from weft_common.settings import CommonSettings
+    from weft_common.telemetry import setup_telemetry
 
     from .stack import start_stack
 
     common = CommonSettings()
-    setup_logging(common.log_level, json_lines=common.log_json)
+    setup_logging(common.log_level, json_lines=common.log_json, service="weft")
+    # One process, one resource ("weft"); the state service's SQL and Redis calls are traced too.
+    setup_telemetry("weft", common, libraries=("sqlalchemy", "redis"))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -7,6 +7,7 @@ import sys
 
 from weft_common.grpc_server import run_until_signal
 from weft_common.logging_setup import setup_logging
+from weft_common.telemetry import setup_telemetry
 
 from .auth import ExposureError
 from .server import RunningGateway, serve
@@ -28,7 +29,8 @@ async def _run(settings: GatewaySettings) -> None:
 
 def main() -> None:
     settings = GatewaySettings()
-    setup_logging(settings.log_level, json_lines=settings.log_json)
+    setup_logging(settings.log_level, json_lines=settings.log_json, service="stream-gateway")
+    setup_telemetry("weft-stream-gateway", settings)
     try:
         asyncio.run(_run(settings))
     except ExposureError as exc:

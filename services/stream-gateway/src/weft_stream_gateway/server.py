@@ -11,6 +11,8 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from weft_common.telemetry_http import trace_asgi_app
+
 from .app import Gateway, create_app
 from .auth import TokenAuth
 from .settings import GatewaySettings
@@ -71,7 +73,7 @@ async def serve(settings: GatewaySettings) -> RunningGateway:
     gateway = Gateway(settings, Upstreams(settings), auth)
     sock = _bind(host, settings.listen_port())
     config = uvicorn.Config(
-        create_app(gateway),
+        trace_asgi_app(create_app(gateway)),
         log_level="warning",
         access_log=False,
         lifespan="off",

@@ -18,7 +18,9 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from weft.workflow.v1 import workflow_pb2
+from weft_common._telemetry_state import flags
 from weft_common.errors import Unavailable
+from weft_common.telemetry_metrics import metrics, record_event_lag
 
 __all__ = ["TERMINAL_EVENTS", "SseResponse", "event_frames", "frame_event"]
 
@@ -69,6 +71,7 @@ async def event_frames(
                     pending = None
                 failures = 0
                 last = event.seq
+                record_event_lag(event.payload_json)
                 yield frame_event(event)
                 if event.type in TERMINAL_EVENTS:
                     return
@@ -107,6 +110,8 @@ class SseResponse(Response):
             "status": 200,
             "headers": [(k.encode(), v.encode()) for k, v in self.sse_headers.items()],
         })
+        if flags.metrics:
+            metrics.sse_active_streams.add(1)
         pump = asyncio.ensure_future(self._pump(send))
         gone = asyncio.ensure_future(_wait_disconnect(receive))
         if self.registry is not None:
@@ -120,6 +125,8 @@ class SseResponse(Response):
             if self.registry is not None:
                 self.registry.discard(pump)
             await asyncio.gather(pump, gone, return_exceptions=True)
+            if flags.metrics:
+                metrics.sse_active_streams.add(-1)
         if pump.cancelled() and not client_left:
             # Stopped by the server (shutdown): end the response properly; the client reconnects
             # with Last-Event-ID.

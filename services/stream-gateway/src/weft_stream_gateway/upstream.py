@@ -18,7 +18,7 @@ from weft.executor.v1 import executor_pb2, executor_pb2_grpc
 from weft.state.v1 import state_pb2, state_pb2_grpc
 from weft.workflow.v1 import workflow_pb2
 from weft_common.errors import InvalidArgument, WeftError, from_rpc_error
-from weft_common.grpc_server import channel_options
+from weft_common.telemetry_grpc import instrumented_channel
 
 from .settings import GatewaySettings
 from .views import diagnostic_view, diagnostics_from_details
@@ -40,12 +40,13 @@ class Upstreams:
     """Channels and stubs to the three services (one channel each, shared by every request)."""
 
     def __init__(self, settings: GatewaySettings) -> None:
-        opts = channel_options(settings)
         self.timeout = settings.upstream_timeout_s
+        # Trace context rides on every call when tracing is on (the channels get no interceptor
+        # otherwise).
         self._channels = {
-            "dagBuilder": grpc.aio.insecure_channel(settings.dag_builder_addr, options=opts),
-            "executor": grpc.aio.insecure_channel(settings.executor_addr, options=opts),
-            "state": grpc.aio.insecure_channel(settings.state_addr, options=opts),
+            "dagBuilder": instrumented_channel(settings.dag_builder_addr, settings),
+            "executor": instrumented_channel(settings.executor_addr, settings),
+            "state": instrumented_channel(settings.state_addr, settings),
         }
         self.dag_builder = dag_builder_pb2_grpc.DagBuilderServiceStub(self._channels["dagBuilder"])  # type: ignore[no-untyped-call]
         self.executor = executor_pb2_grpc.ExecutorServiceStub(self._channels["executor"])  # type: ignore[no-untyped-call]
