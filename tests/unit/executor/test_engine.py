@@ -496,3 +496,22 @@ async def test_a_handler_bug_is_that_nodes_failure(script: Script) -> None:
     assert run.outcome.status == "FAILED"
     assert run.outcome.error["code"] == "HANDLER_ERROR"
     assert "KeyError" in run.outcome.error["message"] and run.outcome.error["nodeId"] == "b"
+
+
+async def test_condition_with_no_true_branch_fires_nothing() -> None:
+    run = await run_json(
+        wf(
+            {"id": "c", "type": "condition", "config": {"branches": [
+                {"id": "a", "when": "false"}, {"id": "b", "when": "false"}]}},
+            T("ta", "1"), T("tb", "2"), T("after", "3"),
+            edges=[("start", "c"), ("c", "ta", "condition:a"), ("c", "tb", "condition:b"),
+                   ("ta", "after"), ("tb", "after")],
+        ),
+    )
+    assert run.outcome.status == "SUCCEEDED"
+    assert run.outcome.outputs == {}
+    assert [x for x in trace(run.events) if x.startswith("node:skipped")] == [
+        "node:skipped ta", "node:skipped tb", "node:skipped after"]
+    done = next(e for e in run.events if e["type"] == "node:completed" and e["nodeId"] == "c")
+    assert done["output"] == {"branch": None} and done["attempt"] == 1
+    assert run.store.steps["c"].fired_handles == ()

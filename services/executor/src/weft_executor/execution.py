@@ -497,9 +497,10 @@ class ExecutionRun:
         if run.chunks:
             self.event("stream:done", run=run, payload={})
         output = result.output
-        self.event("node:completed", run=run, payload={"output": output})
+        self.event("node:completed", run=run, payload={"output": output, "attempt": run.attempt})
         now = time.time()
-        handles = result.handles or _OUT
+        # () is meaningful: nothing fires (a condition with no true branch and no else).
+        handles = _OUT if result.handles is None else result.handles
         self.record(
             StepRecord(
                 key=run.key, node_id=node.id, scope=run.frame.scope, status=NodeStatus.SUCCEEDED,
@@ -583,7 +584,7 @@ class ExecutionRun:
         """``run`` failed after its retries: route down its error edges, or fail its frame."""
         node = run.node
         routed = node.id in self.plan.has_error_edge
-        self.event("node:error", run=run, payload={"error": error})
+        self.event("node:error", run=run, payload={"error": error, "attempt": run.attempt})
         now = time.time()
         self.record(
             StepRecord(
@@ -734,7 +735,7 @@ class ExecutionRun:
         """A committed step: take its result without running the node or emitting events."""
         status = step.status
         if status is NodeStatus.SUCCEEDED:
-            self.complete_node(run, step.output, step.fired_handles or _OUT, starts)
+            self.complete_node(run, step.output, step.fired_handles, starts)
         elif status is NodeStatus.FAILED:
             routed = bool(step.fired_handles)
             self.settle_failure(run, step.error or {}, routed, starts)
