@@ -265,3 +265,27 @@ async def test_store_failure_stops_the_run_and_surfaces_the_error(script: Script
     await asyncio.sleep(0.1)
     assert store.commits == writes
     assert "node:started b" not in trace(run.events)
+
+
+async def test_cancel_on_take_over_ends_the_orphaned_start(script: Script) -> None:
+    """A worker died while a node ran; the take-over is cancelled at once: the orphaned
+    node:started still gets its end, and nothing runs again."""
+    script.on("slow", sleep(5))
+    workflow = wf(W("slow"), O("out", "{{slow}}"), edges=[("start", "slow"), ("slow", "out")])
+    dag = compile_json(workflow)
+    first = start_json(workflow, dag=dag)
+    await eventually(lambda: any(e.draft.type == "node:started" and e.draft.node_id == "slow"
+                                 for e in first.store.events))
+    first.handle.cancel()
+    cut = first.store.truncated(len(first.store.history))
+    script.calls.clear()
+    engine = Engine(settings(), environ=ACCEPTANCE_ENV)
+    handle = engine.start(execution_id=cut.execution_id, dag=dag, input=None, store=cut,
+                          steps=list(cut.steps.values()), emit_started=False,
+                          open_runs=cut.open_runs())
+    handle.cancel("operator")
+    outcome = await handle.result()
+    assert outcome.status == "CANCELLED"
+    assert script.calls["slow"] == 0
+    acceptance_runner().check_event_log(event_triples(cut), workflow)
+    assert [e.draft.type for e in cut.events][-2:] == ["node:cancelled", "execution:cancelled"]
