@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from typing import Any
 
 import pytest
 from helpers.db import Backend
+from integration.executor.tcp_proxy import TcpProxy
 from state_support import Driver, ev, state_settings
 
 from weft_common import jsonutil
@@ -195,3 +197,53 @@ async def test_a_slow_subscriber_overflowing_its_buffer_loses_nothing(backend: B
     finally:
         await store.bus.close()
         await store.db.close()
+
+
+async def _until(predicate: Any, what: str, limit_s: float = 15) -> None:
+    deadline = asyncio.get_running_loop().time() + limit_s
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def test_redis_stopping_mid_run_loses_nothing_and_reconnects(postgres_backend: Backend) -> None:
+    """Redis goes away in the middle of an execution (both replicas reach it through a proxy
+    that the test cuts) and comes back: the stream on the other replica gets every event, and
+    both buses reconnect."""
+    with TcpProxy("127.0.0.1", 6379) as proxy:
+        via_proxy = dataclasses.replace(postgres_backend, redis_url=f"redis://127.0.0.1:{proxy.port}/0")
+        reader = await _second_store(via_proxy, stream_poll_ms=200)
+        writer = await _second_store(via_proxy)
+        try:
+            buses = (reader.bus, writer.bus)
+            assert all(isinstance(b, RedisBus) for b in buses)
+            await _until(lambda: all(b.connected for b in buses), "the buses to connect")  # type: ignore[attr-defined]
+            wdriver = Driver(writer)
+            eid, lease = await wdriver.create()
+            assert lease
+            await wdriver.start(lease)
+            stream = asyncio.create_task(collect(reader, eid))
+            version = 1
+
+            async def burst(n: int) -> None:
+                nonlocal version
+                for _ in range(n):
+                    version = (await wdriver.commit(lease, version, events=[ev("node:completed", f"n{version}")])).version
+                    await asyncio.sleep(0.01)
+
+            await burst(10)
+            proxy.cut()
+            await burst(10)
+            await _until(lambda: not any(b.connected for b in buses), "the buses to notice")  # type: ignore[attr-defined]
+            await burst(5)
+            proxy.restore()
+            await _until(lambda: all(b.connected for b in buses), "the buses to reconnect")  # type: ignore[attr-defined]
+            await burst(10)
+            await finish(wdriver, lease, version)
+            got = await asyncio.wait_for(stream, 20)
+            assert [e.seq for e in got] == list(range(1, 38))
+        finally:
+            for s in (reader, writer):
+                await s.bus.close()
+                await s.db.close()
