@@ -12,7 +12,8 @@ from weft_dag_builder.jsonata_subset import subset_root_names
 
 NAMES = ["a", "b", "start", "fetch", "loop", "var", "x_1", "and", "or", "in", "true", "null", "function"]
 ATOMS = [*NAMES, "$f", "$count", "$", "$$", "1", "0", "2.5", "1e3", "1e999", "01", "'s'", '"t"', "'a\\'b'",
-         "`q`", "*", "**", "%", "#", "@", "^", "|", "~>", ":=", ";", "..", "??", "?:", "λ"]
+         "`q`", "*", "**", "%", "#", "@", "^", "|", "~>", ":=", ";", "..", "??", "?:", "λ",
+         "'", '"', "!", "~", "é", "\v", "a'b'", "x$", "2e3"]
 OPS = [".", "[", "]", "(", ")", "{", "}", ",", "?", ":", "+", "-", "*", "/", "%", "&", "=", "!=", "<", "<=",
        ">", ">=", " and ", " or ", " in "]
 
@@ -79,7 +80,9 @@ def test_common_expressions_take_the_fast_path(source: str) -> None:
 
 
 @pytest.mark.parametrize("source", ["$$.a", "$.a", "a ~> $f()", "a.'b'", "`a b`.c", "function($x){$x}", "(a; b)",
-                                    "a{b: c}", "**.x", "a.*", "1e999", "a[]"])
+                                    "a{b: c}", "**.x", "a.*", "1e999", "a[]",
+                                    # JSONata names run on through "$" and quotes: one odd name each
+                                    "'s'or$count", "1e3and's'", "a$b + 1", "x and$y"])
 def test_constructs_outside_the_subset_go_to_the_full_parser(source: str) -> None:
     assert subset_root_names(source) is None
     expected = _reference(source)
