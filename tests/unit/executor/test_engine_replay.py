@@ -289,3 +289,19 @@ async def test_cancel_on_take_over_ends_the_orphaned_start(script: Script) -> No
     assert script.calls["slow"] == 0
     acceptance_runner().check_event_log(event_triples(cut), workflow)
     assert [e.draft.type for e in cut.events][-2:] == ["node:cancelled", "execution:cancelled"]
+
+
+async def test_durable_wait_due_while_another_branch_runs_wakes_in_place(script: Script) -> None:
+    script.on("busy", sleep(1.0, output="done"))
+    workflow = wf({"id": "nap", "type": "wait", "config": {"durationMs": 300}}, W("busy"),
+                  O("out", "{{nap.waitedMs}}"), O("b", "{{busy}}"),
+                  edges=[("start", "nap"), ("start", "busy"), ("nap", "out"), ("busy", "b")])
+    run = start_json(workflow, durable_wait_threshold_ms=100)
+    outcome = await run.wait()
+    assert outcome.status == "SUCCEEDED"
+    assert outcome.outputs["b"] == "done" and outcome.outputs["out"] >= 300
+    assert "execution:paused" not in run.types
+    run.check_log()
+    t = trace(run.events)
+    assert t.index("node:completed nap") < t.index("node:completed busy")
+    assert run.store.history[-1].control.status == "SUCCEEDED"

@@ -107,6 +107,7 @@ class ExecutionRun:
         self.waiting_worker = False  # the per-worker budget is spent; the engine pumps us later
         self.tasks: set[asyncio.Task[None]] = set()
         self.parked: dict[str, NodeRun] = {}
+        self.wake_timers: dict[str, asyncio.TimerHandle] = {}  # durable waits due while running
         self.inflight = 0  # commit() calls whose followups have not come back yet
         self.uncommitted = False  # a step was recorded since the last commit() call
         self.draining = False
@@ -550,8 +551,24 @@ class ExecutionRun:
             self._resume_parked(run, resume)
         else:
             self.parked[run.key] = run
+            wake_at = run.parked.wake_at if run.parked is not None else None
+            if wake_at is not None:
+                # A durable wait that comes due while the execution is still running (another
+                # branch busy) wakes here; once the execution pauses, the worker wakes it.
+                delay = max(0.0, wake_at - time.time())
+                self.wake_timers[run.key] = self.loop.call_later(delay, self._wake, run)
+
+    def _wake(self, run: NodeRun) -> None:
+        self.wake_timers.pop(run.key, None)
+        if not self.finishing and self.parked.get(run.key) is run:
+            from .engine import Resume
+
+            self.resume(Resume("", run.node.id, run.frame.scope))
 
     def _resume_parked(self, run: NodeRun, resume: Resume) -> None:
+        timer = self.wake_timers.pop(run.key, None)
+        if timer is not None:
+            timer.cancel()
         run.resume = resume
         run.parked = None
         run.frame.open.pop(run.node.id, None)
@@ -785,6 +802,9 @@ class ExecutionRun:
     def _pause(self) -> None:
         self.finishing = True
         self.status = "PAUSED"
+        for timer in self.wake_timers.values():
+            timer.cancel()
+        self.wake_timers.clear()
         paused = [r.parked for r in self.parked.values() if r.parked is not None]
         self.event(
             "execution:paused",
@@ -807,6 +827,9 @@ class ExecutionRun:
         )
 
     def _finalize(self, control: ControlUpdate) -> None:
+        for timer in self.wake_timers.values():
+            timer.cancel()
+        self.wake_timers.clear()
         if self.pending_resumes:
             # Resumes for nodes this run never parked (stale or duplicate): report them consumed
             # so the queue cannot replay them forever; the log says why.
