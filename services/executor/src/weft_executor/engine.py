@@ -34,6 +34,8 @@ class EngineServices:
 
     settings: ExecutorSettings
     http_client: Any = None
+    # Starts and watches child executions for `subworkflow` nodes (``subworkflows.py``).
+    subworkflows: Any = None
 
 
 class Resume(NamedTuple):

@@ -498,7 +498,10 @@ class ExecutionRun:
         if run.chunks:
             self.event("stream:done", run=run, payload={})
         output = result.output
-        self.event("node:completed", run=run, payload={"output": output, "attempt": run.attempt})
+        payload = {"output": output, "attempt": run.attempt}
+        if result.event_fields:
+            payload = {**result.event_fields, **payload}
+        self.event("node:completed", run=run, payload=payload)
         now = time.time()
         # () is meaningful: nothing fires (a condition with no true branch and no else).
         handles = _OUT if result.handles is None else result.handles

@@ -79,6 +79,8 @@ class NodeResult:
     token_usage: dict[str, Any] | None = None
     # The resolved input, recorded in the node log (defaults to the resolved config).
     input: Any = None
+    # Extra fields for this run's node:completed event (a sub-workflow's childExecutionId).
+    event_fields: dict[str, Any] | None = None
 
 
 class Resolver(Protocol):
