@@ -11,6 +11,7 @@ from .clients import ServiceClients
 from .engine import Engine
 from .servicer import ExecutorServicer
 from .settings import ExecutorSettings
+from .subworkflows import ChildExecutions
 from .worker import Worker
 
 __all__ = ["ExecutorService", "serve"]
@@ -28,6 +29,9 @@ class ExecutorService:
         self.clients = ServiceClients(settings)
         self.engine = Engine(settings)
         self.worker = Worker(settings, self.clients.state, self.engine)
+        self.engine.services.subworkflows = ChildExecutions(
+            settings, self.clients.state, self.worker
+        )
         servicer = ExecutorServicer(self.clients, self.worker)
         self.grpc = GrpcServer(
             settings=settings,

@@ -141,6 +141,17 @@ class Worker:
     def holds(self, execution_id: str) -> bool:
         return execution_id in self._running
 
+    def abandoning(self, execution_id: str) -> bool:
+        """True when this worker is letting go of the execution without writing more (lease lost,
+        shutting down): a sub-workflow node must leave its child to whoever takes over."""
+        run = self._running.get(execution_id)
+        return (
+            self._stopping
+            or run is None
+            or run.lost
+            or (run.store is not None and run.store.fenced)
+        )
+
     @property
     def running_count(self) -> int:
         return len(self._running)

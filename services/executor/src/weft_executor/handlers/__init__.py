@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from . import branching, http, llm, pausing, simple, start, transform  # noqa: F401  (registration)
+from . import (  # noqa: F401  (registration)
+    branching,
+    http,
+    llm,
+    pausing,
+    simple,
+    start,
+    subworkflow,
+    transform,
+)
 from .base import HANDLERS, NodeContext, NodeFailure, NodeHandler, NodeResult, Pause, register
 
 __all__ = [
