@@ -116,7 +116,6 @@ class ExecutionRun:
         self.finishing = False
         self.status = "RUNNING"
         self.error: dict[str, Any] | None = None
-        self.applied_resume_ids: list[str] = []
         self.begun = False
         self.holding = False  # a cancel arrived before begin: replay, then cancel; start nothing
         self.cancel_reason: str | None = None
@@ -453,7 +452,6 @@ class ExecutionRun:
             starts: list[NodeRun] = []
             if run.resume is not None and run.resume.resume_id:
                 self.journal.control(ControlUpdate(applied_resume_ids=[run.resume.resume_id]))
-                self.applied_resume_ids.append(run.resume.resume_id)
             if isinstance(outcome, NodeFailure):
                 self.fail_node(run, outcome.to_error(run.node.id), starts)
             else:

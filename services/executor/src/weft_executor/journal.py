@@ -219,11 +219,3 @@ class Journal:
                 self._timer = asyncio.get_running_loop().call_later(self._flush_s, self._flush)
         else:
             self._idle.set()
-
-    def abort(self) -> None:
-        """Stop writing (the engine lost its lease or was torn down)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if isinstance(self._writer, asyncio.Task):
-            self._writer.cancel()
