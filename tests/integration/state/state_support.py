@@ -72,6 +72,14 @@ def node_log(node: str, status: str = "SUCCEEDED", **kw: Any) -> NodeLogRow:
                       started_at=kw.pop("started_at", utcnow()), **kw)
 
 
+NODES = [
+    {"id": "start", "type": "start"},
+    *({"id": n, "type": "approval"} for n in ("approve", "a", "b")),
+    {"id": "sleep", "type": "wait"},
+    {"id": "slow", "type": "http"},
+]
+
+
 class Driver:
     """Creates executions and commits like an executor would."""
 
@@ -82,7 +90,7 @@ class Driver:
     async def workflow(self, owner: str = "", workflow_id: str = "") -> str:
         workflow_id = workflow_id or "wf_" + secrets.token_hex(4)
         await register_workflow(
-            self.store, {"id": workflow_id, "nodes": [{"id": "start", "type": "start"}]},
+            self.store, {"id": workflow_id, "nodes": NODES},
             dag_bytes(workflow_id), owner=owner,
         )
         return workflow_id

@@ -4,6 +4,7 @@ race."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 from state_support import Driver, approval, ev, node_log, step
@@ -130,6 +131,22 @@ async def test_resume_during_the_pause_commit_is_not_lost(driver: Driver) -> Non
     lease2 = await claim(driver, eid)
     loaded = await load_execution(driver.store, lease2)
     assert [r.resume_id for r in loaded.resumes] == [rid] and loaded.version == version
+
+
+async def test_a_resume_for_a_node_that_never_pauses_is_refused_at_once(driver: Driver) -> None:
+    """Only a node that can park is worth waiting for: an unknown node, or one of a type that
+    never pauses, is refused without the wait for a pause on its way."""
+    driver.store.options = dataclasses.replace(driver.store.options, resume_wait_s=60)
+    try:
+        eid, lease = await driver.create()
+        assert lease
+        await driver.start(lease)
+        for node, message in (("nope", "has no node 'nope'"), ("slow", "'http', which never pauses")):
+            with pytest.raises(FailedPrecondition, match=message):
+                await asyncio.wait_for(
+                    enqueue_resume(driver.store, eid, node, input_json="{}"), 10)
+    finally:
+        driver.store.options = dataclasses.replace(driver.store.options, resume_wait_s=3)
 
 
 async def test_resume_racing_many_times_claims_exactly_once(driver: Driver) -> None:

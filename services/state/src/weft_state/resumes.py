@@ -22,7 +22,7 @@ from weft_common.errors import FailedPrecondition, InvalidArgument
 
 from .clock import utcnow
 from .domain import TERMINAL_STATUSES, ExecutionStatus, Scope, scope_key
-from .store import NL, PAUSE_CLAIMED, PAUSE_OPEN, E, P, StateStore
+from .store import NL, PAUSE_CLAIMED, PAUSE_OPEN, WV, E, P, StateStore
 
 __all__ = ["enqueue_resume", "validate_resume_input"]
 
@@ -119,7 +119,14 @@ async def _try_claim(
                 raise FailedPrecondition(
                     f"node {_where(node_id, scope)} of execution {execution_id!r} is not paused"
                 )
-            return None
+            node_type = await _node_type(conn, row, node_id)
+            if node_type is None:
+                raise FailedPrecondition(f"workflow {row.workflow_id!r} has no node {node_id!r}")
+            if node_type not in _PARKING_TYPES:
+                raise FailedPrecondition(
+                    f"node {node_id!r} is a {node_type!r}, which never pauses: nothing to resume"
+                )
+            return None  # the pause may be on its way: the caller waits for it
         if pause.state != PAUSE_OPEN:
             raise FailedPrecondition(
                 f"node {_where(node_id, scope)} of execution {execution_id!r} was already resumed"
@@ -144,6 +151,26 @@ async def _try_claim(
             .values(resume_counter=order, resume_pending=True, updated_at=now)
         )
     return resume_id
+
+
+_PARKING_TYPES = frozenset({"approval", "wait", "subworkflow"})
+
+
+async def _node_type(conn: Any, row: Any, node_id: str) -> str | None:
+    """The type of ``node_id`` in the execution's definition (None when it has no such node)."""
+    text = row.definition_json
+    if text is None:
+        text = (
+            await conn.execute(
+                select(WV.c.definition_json).where(
+                    WV.c.workflow_id == row.workflow_id, WV.c.version == row.workflow_version
+                )
+            )
+        ).scalar()
+    for node in (jsonutil.loads(text) or {}).get("nodes") or ():
+        if isinstance(node, dict) and node.get("id") == node_id:
+            return str(node.get("type", ""))
+    return None
 
 
 async def _node_finished(conn: Any, execution_id: str, node_id: str, key: str) -> bool:
