@@ -68,7 +68,9 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ("wait", {"durationMs": "soon"}, Code.INVALID_CONFIG, "config.durationMs"),
     ("wait", {"durationMs": -1}, Code.INVALID_CONFIG, "config.durationMs"),
     ("wait", {"durationMs": 5, "until": "2030-01-01T00:00:00Z"}, Code.INVALID_CONFIG, "config.until"),
-    ("approval", {"inputSchema": "object"}, Code.INVALID_CONFIG, "config.inputSchema"),
+    ("approval", {"inputSchema": "object"}, Code.INVALID_SCHEMA, "config.inputSchema"),
+    ("approval", {"inputSchema": {"type": "banana"}}, Code.INVALID_SCHEMA, "config.inputSchema"),
+    ("approval", {"inputSchema": {"required": "approved"}}, Code.INVALID_SCHEMA, "config.inputSchema"),
     ("setVariable", {}, Code.MISSING_CONFIG, "config.assign"),
     ("setVariable", {"assign": [1]}, Code.INVALID_CONFIG, "config.assign"),
     ("setVariable", {"assign": {"bad name": 1}}, Code.INVALID_CONFIG, "config.assign.bad name"),
@@ -175,3 +177,12 @@ def test_retry_and_timeout() -> None:
         (Code.INVALID_RETRY, "retry.maxAttempts"), (Code.INVALID_RETRY, "retry.backoffCoefficient"),
         (Code.INVALID_TIMEOUT, "timeoutMs"),
     }
+
+
+def test_the_workflow_input_schema_must_be_a_valid_schema() -> None:
+    nodes, edges = [start(), node("o", "output", value="{{start.x}}")], [edge("start", "o")]
+    good = {"type": "object", "required": ["x"], "properties": {"x": {"type": "integer", "minimum": 0}}}
+    assert diagnose(workflow(nodes, edges, input_schema=good)) == []
+    [diag] = diagnose(workflow(nodes, edges, input_schema={"type": "object", "properties": {"x": {"type": 5}}}))
+    assert (diag.code, diag.field, diag.node_id) == (Code.INVALID_SCHEMA, "inputSchema", "")
+    assert "inputSchema/properties/x/type" in diag.message

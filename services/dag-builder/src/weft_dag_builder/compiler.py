@@ -24,6 +24,7 @@ from .diagnostics import Code, Diagnostic, DiagnosticSink, diagnostics_to_json
 from .hashing import definition_hash
 from .limits import DEFAULT_LIMITS, Limits
 from .ordering import Ordering, order_graphs
+from .schemas import check_schema
 from .structure import TOP, Structure, check_structure
 
 __all__ = ["analyze_and_compile", "compile_workflow", "validate_workflow"]
@@ -121,6 +122,9 @@ def _analyze_unpaused(defn: WorkflowDefinition, limits: Limits) -> _Analysis:
         found = check_node_config(node, sink, limits)
         if found and structure.index.get(node.id) == i:
             refs[i] = found
+    if defn.input_schema is not None:
+        check_schema(defn.input_schema, field="inputSchema", owner=f"workflow {defn.id!r}",
+                     node_id="", sink=sink, limits=limits)
     reads = resolve_references(defn, structure, ordering, refs, sink)
     _check_policies(defn, sink)
     return _Analysis(sink.result(), structure, ordering, reads)

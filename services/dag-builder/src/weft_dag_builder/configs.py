@@ -18,6 +18,7 @@ from weft_common.workflow import Node
 from .diagnostics import Code, DiagnosticSink
 from .expressions import ExpressionError, analyze_expression
 from .limits import Limits
+from .schemas import check_schema
 
 __all__ = ["ConfigReference", "check_node_config"]
 
@@ -243,8 +244,11 @@ class _Checker:
             self.missing("durationMs", "'durationMs' (a number) or 'until' (an RFC 3339 time)")
 
     def _check_approval(self) -> None:
-        self.typed("inputSchema", (dict,), "a JSON Schema object")
         self.typed("reason", (str,), "a string")
+        if self.config.get("inputSchema") is not None:
+            check_schema(self.config["inputSchema"], field="config.inputSchema",
+                         owner=f"node {self.node.id!r} (approval)", node_id=self.node.id,
+                         sink=self.sink, limits=self.limits)
 
     def _check_setVariable(self) -> None:
         cfg = self.config
