@@ -410,3 +410,21 @@ async def test_parallel_holds_only_the_branches_running_now(script: Script) -> N
     assert outcome.outputs == {"n": 400}
     assert len(seen) == 400 and max(seen) == 8  # frames are released as branches finish
     assert run.store.steps["p"].output["results"] == list(range(400))
+
+
+async def test_parallel_over_an_object_with_a_router_in_the_body() -> None:
+    run = await run_json(
+        wf(P("p", kind="collection", items="{{start.prices}}"),
+           {"id": "r", "type": "router", "parent": "p", "config": {
+               "routes": [{"id": "cheap"}, {"id": "dear"}],
+               "select": "parallel.item.value < 10 ? 'cheap' : 'dear'"}},
+           T("c", "parallel.item.key & ' is cheap'", parent="p"),
+           T("d", "parallel.item.key & ' is dear ' & $string(p.index)", parent="p"),
+           O("out", "{{p.results}}"),
+           edges=[("start", "p"), ("p", "out"), ("r", "c", "route:cheap"), ("r", "d", "route:dear")]),
+        {"prices": {"tea": 3, "cake": 12}},
+    )
+    assert run.outcome.outputs == {"out": [{"d": "cake is dear 0"}, {"c": "tea is cheap"}]}
+    routed = {e["scope"][0]["index"]: e["output"]["route"] for e in run.events
+              if e["type"] == "node:completed" and e["nodeId"] == "r"}
+    assert routed == {0: "dear", 1: "cheap"}
