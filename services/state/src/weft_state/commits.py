@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from weft_common import jsonutil
 from weft_common.errors import Conflict, NotFound
 
+from .children import Cascade, cancel_children, claim_if_child_ended, lock_parent_first, wake_parent
 from .clock import utcnow
 from .commits_pg import FAST_COMMIT_SQL, fast_commit_args
 from .domain import (
@@ -161,7 +162,12 @@ async def _commit_general(store: StateStore, req: CommitRequest, now: datetime) 
     if control.release_lease or (status is not None and status in TERMINAL_STATUSES):
         values.update(lease_owner=None, lease_token=None, lease_expires_at=None)
 
+    terminal = status is not None and status in TERMINAL_STATUSES
+    cascade = Cascade()
+    parent_id = parent_node_id = ""
     async with store.db.engine.begin() as conn:
+        if terminal:
+            parent_id, parent_node_id = await lock_parent_first(conn, execution_id)
         head = (
             await conn.execute(
                 update(E)
@@ -194,7 +200,29 @@ async def _commit_general(store: StateStore, req: CommitRequest, now: datetime) 
         )
         if touches_pauses:
             await _apply_pauses(store, conn, req, now, terminal=status in TERMINAL_STATUSES)
+        if terminal:
+            assert status is not None
+            # Sub-workflows: children still running end with it; a parent waiting wakes up.
+            await cancel_children(
+                conn,
+                execution_id,
+                f"parent execution {execution_id} {status.value.lower()}",
+                now,
+                cascade,
+            )
+            cascade.notify |= await wake_parent(
+                conn,
+                child_id=execution_id,
+                parent_id=parent_id,
+                parent_node_id=parent_node_id,
+                status=status.value,
+                now=now,
+            )
     _after_commit(store, req, events)
+    for child_id, child_events in cascade.published:
+        store.bus.publish(child_id, child_events)
+    if cascade.notify:
+        store.bus.notify_work()
     return CommitResult(version=head.version, last_seq=head.last_seq)
 
 
@@ -405,3 +433,5 @@ async def _park(conn: AsyncConnection, execution_id: str, node: PausedNode, now:
                 **fields,
             )
         )
+    # A sub-workflow node parking on a child that already ended: wake it now (see children.py).
+    await claim_if_child_ended(conn, execution_id, node, now)

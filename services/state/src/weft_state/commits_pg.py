@@ -7,7 +7,8 @@ A data-modifying CTE updates the execution row under the optimistic-concurrency 
 arrays (``unnest``), so the statement text is constant and prepared once per connection.
 
 Commits that touch the pause table (parking nodes, applying resumes, or completing steps while
-pauses are open — the guard refuses those) return None and take the general path.
+pauses are open — the guard refuses those) return None and take the general path; so do commits
+that end a sub-workflow execution or a parent of active ones (``children``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ WITH head AS (
         lease_expires_at = CASE WHEN $17 THEN NULL ELSE lease_expires_at END
     WHERE execution_id = $1 AND version = $2 AND lease_token = $3
       AND NOT ($18 AND open_pauses > 0)
+      -- Ending a sub-workflow (or a parent of active ones) takes the general path (children.py).
+      AND NOT ($10 AND (parent_execution_id <> '' OR EXISTS (
+          SELECT 1 FROM executions c
+          WHERE c.parent_execution_id = $1 AND c.status IN ('PENDING', 'RUNNING', 'PAUSED'))))
     RETURNING version, last_seq, step_seq
 ), ev AS (
     INSERT INTO events (execution_id, seq, type, node_id, payload_json, created_at)

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from weft_common import jsonutil
 from weft_common.errors import InvalidArgument, NotFound
 
+from .children import Cascade, cancel_children, lock_parent_first, wake_parent
 from .clock import later, utcnow
 from .domain import (
     TERMINAL_STATUSES,
@@ -219,7 +220,9 @@ async def request_cancel(
     here at once (open node runs end with ``node:cancelled``, then ``execution:cancelled``); a
     running one is cancelled by its worker, which learns of it through RenewLeases."""
     now = utcnow()
+    cascade = Cascade()
     async with store.db.engine.begin() as conn:
+        parent_id, parent_node_id = await lock_parent_first(conn, execution_id)
         row = await store.execution_row(conn, execution_id, owner, lock=True)
         status = ExecutionStatus(row.status)
         if status in TERMINAL_STATUSES:
@@ -237,15 +240,30 @@ async def request_cancel(
             events = []
             new_status = status
         else:
-            events = await _cancel_now(conn, row, reason, now)
+            events = await cancel_now(conn, row, reason, now)
             notify, new_status = False, ExecutionStatus.CANCELLED
+            # Sub-workflows: its children go with it; a parent waiting on it wakes up.
+            await cancel_children(conn, execution_id, reason or "parent cancelled", now, cascade)
+            if await wake_parent(
+                conn,
+                child_id=execution_id,
+                parent_id=parent_id,
+                parent_node_id=parent_node_id,
+                status=ExecutionStatus.CANCELLED.value,
+                now=now,
+            ):
+                notify = True
     store.bus.publish(execution_id, events)
+    for child_id, child_events in cascade.published:
+        store.bus.publish(child_id, child_events)
+    notify = notify or cascade.notify
     if notify:
         store.bus.notify_work()  # an unleased RUNNING execution: a worker should finish it off
     return new_status
 
 
-async def _cancel_now(conn: Any, row: Any, reason: str, now: Any) -> list[Any]:
+async def cancel_now(conn: Any, row: Any, reason: str, now: Any) -> list[Any]:
+    """Cancel a paused (or unleased pending) execution here, in the caller's transaction."""
     execution_id = row.execution_id
     open_runs = list(
         await conn.execute(
