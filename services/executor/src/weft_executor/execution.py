@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 _COMMIT = object()  # marks one commit() call among the followups handed back by the journal
 _FINAL = object()  # marks the final commit: its durability resolves the outcome
 _OUT = ("out",)
+_CONTAINER_TYPES = frozenset({"loop", "parallel"})
 _ERROR = ("error",)
 
 
@@ -194,6 +195,12 @@ class ExecutionRun:
         else:
             self.journal.event(EventDraft(type_, time.time(), "", (), body))
 
+    def node_event(self, type_: str, run: NodeRun, body: dict[str, Any]) -> None:
+        """``event`` for a node run (the hot path: two per node)."""
+        node = run.node
+        body["nodeType"] = node.type
+        self.journal.event(EventDraft(type_, time.time(), node.id, run.frame.scope, body))
+
     def record(self, step: StepRecord, log_: NodeLogRecord | None = None) -> None:
         self.journal.step(step, log_)
         self.uncommitted = True
@@ -213,7 +220,7 @@ class ExecutionRun:
 
     def _on_durable(self, followups: list[Any]) -> None:
         try:
-            runs = []
+            work = self.work
             for f in followups:
                 if f is _COMMIT:
                     self.inflight -= 1
@@ -221,10 +228,10 @@ class ExecutionRun:
                     self._resolve_outcome()
                     return
                 else:
-                    runs.append(f)
+                    work.append(f)
             if self.finishing:
+                work.clear()
                 return
-            self.work.extend(runs)
             self.drain_work()
         except Exception as exc:
             self._internal_error(exc)
@@ -346,6 +353,9 @@ class ExecutionRun:
         if run.frame.closed:
             return
         step = self.replay.pop(run.key, None) if self.replay else None
+        if step is None and run.node.type not in _CONTAINER_TYPES:
+            self.ready.append(run)
+            return
         starts: list[NodeRun] = []
         if step is not None:
             self._apply_step(run, step, starts)
@@ -432,7 +442,7 @@ class ExecutionRun:
             if run.key in self.open_logged:
                 self.open_logged.discard(run.key)
             else:
-                self.event("node:started", run=run, payload={})
+                self.node_event("node:started", run, {})
         try:
             outcome = await run_attempts(self, run)
         except asyncio.CancelledError:
@@ -499,7 +509,7 @@ class ExecutionRun:
         payload = {"output": output, "attempt": run.attempt}
         if result.event_fields:
             payload = {**result.event_fields, **payload}
-        self.event("node:completed", run=run, payload=payload)
+        self.node_event("node:completed", run, payload)
         now = time.time()
         # () is meaningful: nothing fires (a condition with no true branch and no else).
         handles = _OUT if result.handles is None else result.handles
