@@ -30,8 +30,16 @@ S = state_pb2
 
 
 @pytest.fixture
-async def stub(backend: Backend) -> AsyncIterator[state_pb2_grpc.StateServiceStub]:
-    service: RunningStateService = await serve(state_settings(backend, port=0))
+async def service(backend: Backend) -> AsyncIterator[RunningStateService]:
+    running = await serve(state_settings(backend, port=0))
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+@pytest.fixture
+async def stub(service: RunningStateService) -> AsyncIterator[state_pb2_grpc.StateServiceStub]:
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.port}")
     try:
         health = health_pb2_grpc.HealthStub(channel)
@@ -40,7 +48,6 @@ async def stub(backend: Backend) -> AsyncIterator[state_pb2_grpc.StateServiceStu
         yield state_pb2_grpc.StateServiceStub(channel)
     finally:
         await channel.close()
-        await service.stop()
 
 
 def definition(workflow_id: str) -> WF.WorkflowDefinition:
@@ -220,3 +227,36 @@ async def test_lost_database_connections_are_unavailable_then_recover(postgres_b
         await channel.close()
         await service.stop()
         await drop_postgres_database(name)
+
+
+async def test_many_subscribers_and_clients_that_go_away(
+    stub: state_pb2_grpc.StateServiceStub, service: RunningStateService
+) -> None:
+    """Several streams of one execution through gRPC each get every event; streams whose clients
+    disconnect mid-way release their subscription."""
+    created = await stub.CreateExecution(S.CreateExecutionRequest(
+        definition=definition("subs"), dag=dag("subs", "x"), claim_worker_id="w", lease_ms=30_000))
+    lease = created.lease
+    eid = created.execution_id
+    await stub.CommitStep(S.CommitStepRequest(lease=lease, expected_version=0, events=[draft("execution:started")]))
+    full = [stub.StreamEvents(S.StreamEventsRequest(execution_id=eid)) for _ in range(5)]
+    quitters = [stub.StreamEvents(S.StreamEventsRequest(execution_id=eid)) for _ in range(5)]
+    for call in full + quitters:  # every stream has replayed and is tailing
+        assert (await call.read()).event.seq == 1
+    for call in quitters:
+        call.cancel()
+    subs = service.bus._subs  # type: ignore[attr-defined]
+    for _ in range(100):  # the cancelled calls' servicer tasks end and unsubscribe
+        if len(subs.get(eid, ())) == len(full):
+            break
+        await asyncio.sleep(0.05)
+    assert len(subs.get(eid, ())) == len(full)
+    for i in range(10):
+        await stub.CommitStep(S.CommitStepRequest(
+            lease=lease, expected_version=i + 1, events=[draft("node:completed", f"n{i}")]))
+    await stub.CommitStep(S.CommitStepRequest(
+        lease=lease, expected_version=11, events=[draft("execution:completed")],
+        control=S.ControlState(status=WF.EXECUTION_STATUS_SUCCEEDED)))
+    results = await asyncio.wait_for(asyncio.gather(*(_collect(c) for c in full)), 20)
+    assert all([e.seq for e in r] == list(range(2, 13)) for r in results)
+    assert eid not in subs
