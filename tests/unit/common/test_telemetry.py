@@ -30,7 +30,7 @@ from weft_common.telemetry import (
     telemetry_for_tests,
 )
 from weft_common.telemetry_http import trace_asgi_app, trace_httpx_client
-from weft_common.telemetry_metrics import metrics, record_event_lag
+from weft_common.telemetry_metrics import metrics, record_event_lag, watch_ready_queue
 
 
 @pytest.fixture
@@ -169,8 +169,8 @@ def test_metrics_count_what_happened(tel: TestTelemetry) -> None:
     metrics.executions_finished.add(1, {"status": "SUCCEEDED"})
     metrics.executions_finished.add(1, {"status": "SUCCEEDED"})
     metrics.executions_finished.add(1, {"status": "FAILED"})
-    metrics.ready_queue_depth.add(5)
-    metrics.ready_queue_depth.add(-2)
+    depth = [3]
+    watch_ready_queue(lambda: depth[0])
     for seconds in (0.01, 0.02, 0.5):
         metrics.node_duration.record(seconds, {"node_type": "http", "status": "SUCCEEDED"})
     record_llm_usage("m-count", 10, 7)
@@ -183,6 +183,8 @@ def test_metrics_count_what_happened(tel: TestTelemetry) -> None:
         == 10
     )
     assert tel.metric_value("weft.ready_queue.depth") - before_depth == 3
+    depth[0] = 0
+    assert tel.metric_value("weft.ready_queue.depth") == before_depth  # a gauge: the value now
     assert (
         tel.metric_value("weft.node.duration", node_type="http", status="SUCCEEDED") - before_nodes
         == 3

@@ -14,19 +14,33 @@ Prometheus names: dots become underscores, units become suffixes (``weft_node_du
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from opentelemetry import metrics as otel_metrics
+from opentelemetry.metrics import CallbackOptions, Observation
 
 from ._telemetry_state import flags
 
-__all__ = ["SECONDS_BUCKETS", "WeftMetrics", "metrics", "record_event_lag"]
+__all__ = ["SECONDS_BUCKETS", "WeftMetrics", "metrics", "record_event_lag", "watch_ready_queue"]
 
 # Node runs, commits and fan-out lag span sub-millisecond to minutes.
 SECONDS_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     60.0, 300.0,
 )  # fmt: skip
+
+
+_ready_queue_sources: list[Callable[[], int]] = []
+
+
+def watch_ready_queue(source: Callable[[], int]) -> None:
+    """Add a source of ready-queue depth (summed into ``weft.ready_queue.depth``)."""
+    _ready_queue_sources.append(source)
+
+
+def _observe_ready_queues(options: CallbackOptions) -> Iterable[Observation]:
+    yield Observation(sum(source() for source in _ready_queue_sources))
 
 
 class WeftMetrics:
@@ -49,10 +63,12 @@ class WeftMetrics:
             description="Duration of one node attempt; attributes: node_type, status.",
             explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
         )
-        self.ready_queue_depth = meter.create_up_down_counter(
+        # Observed when metrics are collected (no cost per node): see ``watch_ready_queue``.
+        self.ready_queue_depth = meter.create_observable_gauge(
             "weft.ready_queue.depth",
+            callbacks=[_observe_ready_queues],
             unit="{node}",
-            description="Nodes ready to run but not started yet (add +n when queued, -n when taken).",
+            description="Nodes ready to run but waiting for a concurrency slot, in this process.",
         )
         self.commit_duration = meter.create_histogram(
             "weft.commit.duration",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable
 from contextvars import ContextVar
@@ -23,7 +24,7 @@ from opentelemetry.context import Context
 
 from weft_common import jsonutil
 from weft_common._telemetry_state import flags
-from weft_common.telemetry_metrics import metrics
+from weft_common.telemetry_metrics import metrics, watch_ready_queue
 from weft_common.telemetry_spans import (
     current_traceparent,
     execution_span,
@@ -41,10 +42,12 @@ __all__ = [
     "begin_execution_run",
     "count_finished",
     "end_execution_run",
+    "record_commit",
     "remember_start_context",
     "run_attempt",
     "stored_traceparent_json",
     "trace_step",
+    "track_run",
 ]
 
 # The step that keeps the first run's span context (a ``RUNNING`` decision step: replayed, never
@@ -184,3 +187,26 @@ def count_finished(status: str) -> None:
     """``weft.executions.finished`` for a run that ended the execution (not a pause)."""
     if flags.metrics and status in _TERMINAL:
         metrics.executions_finished.add(1, {"status": status})
+
+
+# Executions running in this process, for the ready-queue gauge (read only when metrics are
+# collected: nothing per node).
+_LIVE_RUNS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def track_run(run: Any) -> None:
+    """Count ``run.ready`` (a sized queue of runnable nodes) in ``weft.ready_queue.depth``."""
+    _LIVE_RUNS.add(run)
+
+
+def _ready_depth() -> int:
+    return sum(len(run.ready) for run in list(_LIVE_RUNS))
+
+
+watch_ready_queue(_ready_depth)
+
+
+def record_commit(seconds: float) -> None:
+    """``weft.commit.duration`` of one successful ``CommitStep`` round trip (retries included)."""
+    if flags.metrics:
+        metrics.commit_duration.record(seconds, {"side": "executor"})
