@@ -44,7 +44,7 @@ async def connect(target: Target, *, embedded_fallback: bool = True) -> AsyncIte
             if not target.quiet:
                 print(f"weft: nothing listens at {url}; started an embedded stack for this command "
                       f"(data in {stack.data_dir})", file=sys.stderr)
-            api = ApiClient(stack.url, None)
+            api = ApiClient(stack.url, target.token or os.environ.get("WEFT_TOKEN"))
         yield api, stack
     finally:
         await api.aclose()
