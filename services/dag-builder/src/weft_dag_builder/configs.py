@@ -25,6 +25,7 @@ __all__ = ["ConfigReference", "check_node_config"]
 HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 LOOP_KINDS = ("for", "forEach", "while", "doWhile")
 PARALLEL_KINDS = ("count", "collection")
+_CONTAINERS = (dict, list)
 _BRANCH_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 
 
@@ -46,7 +47,7 @@ class _Checker:
         self.node = node
         self.sink = sink
         self.limits = limits
-        self.config: Mapping[str, Any] = node.config if isinstance(node.config, Mapping) else {}
+        self.config: Mapping[str, Any] = node.config
         self.refs: list[ConfigReference] = []
         self.expression_fields: set[str] = set()
 
@@ -88,7 +89,7 @@ class _Checker:
             if required:
                 self.missing(key, "a number or a {{template}}")
             return
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             self.error(Code.INVALID_CONFIG, f"config.{key}",
                        f"must be a number or a {{{{template}}}}, got {_json_type(value)}")
         elif isinstance(value, str):
@@ -103,7 +104,7 @@ class _Checker:
         value = self.config.get(key)
         if value is None:
             return
-        if isinstance(value, bool) or not isinstance(value, int | float) or not _is_whole(value) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not _is_whole(value) or value < 1:
             self.error(Code.INVALID_CONFIG, f"config.{key}", f"must be a whole number >= 1, got {value!r}")
 
     def string(self, key: str, *, required: bool, what: str = "a string") -> str | None:
@@ -144,7 +145,7 @@ class _Checker:
             if not _is_whole_template(value):
                 self.error(Code.INVALID_CONFIG, f"config.{key}",
                            f"must be an array, an object or a {{{{template}}}}, got the string {_quote(value)!r}")
-        elif not isinstance(value, list | dict):
+        elif not isinstance(value, (list, dict)):
             self.error(Code.INVALID_CONFIG, f"config.{key}",
                        f"must be an array, an object or a {{{{template}}}}, got {_json_type(value)}")
 
@@ -312,14 +313,14 @@ class _Checker:
                     field = f"config.{key}"
                     if field not in skip:
                         self.string_value(field, value)
-            elif isinstance(value, dict | list):
+            elif isinstance(value, _CONTAINERS):
                 stack.append((value, f"config.{key}", 1))
         while stack:
             value, field, depth = stack.pop()
             if isinstance(value, str):
                 if (len(value) > max_chars or "{{" in value) and field not in skip:
                     self.string_value(field, value)
-            elif isinstance(value, dict | list):
+            elif isinstance(value, _CONTAINERS):
                 if depth >= limits.max_config_depth:
                     self.error(Code.VALUE_TOO_LARGE, field,
                                f"nested deeper than {limits.max_config_depth} levels")
@@ -392,7 +393,7 @@ def _json_type(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "a boolean"
-    if isinstance(value, int | float):
+    if isinstance(value, (int, float)):
         return "a number"
     if isinstance(value, str):
         return "a string"
@@ -406,7 +407,8 @@ def _json_type(value: Any) -> str:
 def check_node_config(node: Node, sink: DiagnosticSink, limits: Limits) -> list[ConfigReference]:
     """Validate ``node.config`` for its type; return the references it makes (in field order)."""
     checker = _Checker(node, sink, limits)
-    if not isinstance(node.config, Mapping):
+    # dict first: an isinstance check against the Mapping ABC is slow, and configs are dicts.
+    if not isinstance(node.config, dict) and not isinstance(node.config, Mapping):
         checker.error(Code.INVALID_CONFIG, "config", "must be an object")
         return []
     checker.check_type()

@@ -216,6 +216,7 @@ def _check_edges(
     taken = set(given)
     seen: set[str] = set()
     branch_cache: dict[int, set[str]] = {}
+    handle_cache: dict[str, tuple[HandleKind, str] | None] = {}
     for j, edge in enumerate(defn.edges):
         eid = edge.id
         if eid:
@@ -246,7 +247,11 @@ def _check_edges(
             sink.add(Code.EDGE_UNKNOWN_TARGET, f"{label}: target {str(edge.target)[:80]!r} is not a node",
                      edge_id=eid, field="target")
 
-        handle = parse_handle(edge.source_handle or "out")
+        raw_handle = edge.source_handle or "out"
+        if raw_handle in handle_cache:
+            handle = handle_cache[raw_handle]
+        else:
+            handle = handle_cache[raw_handle] = parse_handle(raw_handle)
         s.edge_handles.append(handle)
         if handle is None:
             sink.add(Code.INVALID_HANDLE,
