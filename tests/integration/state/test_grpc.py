@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import grpc
@@ -189,6 +190,13 @@ async def test_inline_definition_and_cancel(stub: state_pb2_grpc.StateServiceStu
     assert ex.workflow_id == "inline" and ex.workflow_version == 0 and ex.error.code == "CANCELLED"
 
 
+async def _read_all(call: Any) -> list[WF.Event]:
+    out = []
+    while (reply := await call.read()) is not grpc.aio.EOF:
+        out.append(reply.event)
+    return out
+
+
 async def _collect(stream: object) -> list[WF.Event]:
     return [r.event async for r in stream]  # type: ignore[attr-defined]
 
@@ -257,6 +265,6 @@ async def test_many_subscribers_and_clients_that_go_away(
     await stub.CommitStep(S.CommitStepRequest(
         lease=lease, expected_version=11, events=[draft("execution:completed")],
         control=S.ControlState(status=WF.EXECUTION_STATUS_SUCCEEDED)))
-    results = await asyncio.wait_for(asyncio.gather(*(_collect(c) for c in full)), 20)
+    results = await asyncio.wait_for(asyncio.gather(*(_read_all(c) for c in full)), 20)
     assert all([e.seq for e in r] == list(range(2, 13)) for r in results)
     assert eid not in subs
