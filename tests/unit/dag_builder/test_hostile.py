@@ -102,3 +102,18 @@ def test_template_scanning_is_linear_on_hostile_strings() -> None:
                                        [edge("start", "o1"), edge("start", "o2")]))
     assert [(d.code, d.node_id) for d in diags] == [(Code.INVALID_TEMPLATE, "o1"), (Code.INVALID_TEMPLATE, "o2")]
     assert "unclosed" in diags[0].message
+
+
+def test_too_many_references_is_one_diagnostic() -> None:
+    refs = " ".join(["{{start.x}}"] * 30)
+    defn = workflow([start(), out("a", refs), out("b", refs)], [edge("start", "a"), edge("start", "b")])
+    [diag] = validate_workflow(defn, limits=Limits(max_references=50))
+    assert diag.code == Code.WORKFLOW_TOO_LARGE and "60 references" in diag.message
+    assert validate_workflow(defn) == []
+
+
+def test_many_places_reading_the_same_node_are_all_named() -> None:
+    nodes = [start(), tr("side"), node("o", "output", value="{{side}}", name="{{side.name}}")]
+    diags = validate_workflow(workflow(nodes, [edge("start", "side"), edge("start", "o")]))
+    assert sorted((d.code, d.field) for d in diags) == [
+        (Code.REFERENCE_NOT_ANCESTOR, "config.name"), (Code.REFERENCE_NOT_ANCESTOR, "config.value")]

@@ -28,12 +28,14 @@ __all__ = ["resolve_references"]
 _BITSET_BUDGET = 1 << 29  # bits held at once across one graph's nodes (64 MiB)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Query:
+    """Does ``target`` run before ``via``? Asked once per (reader, target) pair."""
+
     reader: int
     target: int
     via: int  # the reader itself or its enclosing container that is a sibling of target
-    ref: ConfigReference
+    refs: list[ConfigReference]  # every place in the reader's config that reads target
 
 
 def resolve_references(
@@ -48,6 +50,7 @@ def resolve_references(
     reads: dict[int, set[int]] = {}
     pending: dict[int, list[_Query]] = defaultdict(list)
     reported: set[tuple[int, str, str]] = set()
+    queries: dict[tuple[int, int], _Query] = {}
 
     def report(q_reader: int, ref: ConfigReference, code: str, why: str) -> None:
         key = (q_reader, ref.field, ref.root)
@@ -83,7 +86,11 @@ def resolve_references(
                         verdict = "reads the node's own output"
                     break  # an enclosing container: readable
                 if s.parent[via] == s.parent[u]:
-                    pending[s.parent[u]].append(_Query(v, u, via, ref))
+                    asked = queries.get((v, u))
+                    if asked is None:
+                        queries[(v, u)] = asked = _Query(v, u, via, [])
+                        pending[s.parent[u]].append(asked)
+                    asked.refs.append(ref)
                     break
                 via = s.parent[via]
                 if via == TOP:
@@ -94,12 +101,14 @@ def resolve_references(
             if verdict:
                 report(v, ref, Code.REFERENCE_NOT_ANCESTOR, verdict)
 
-    for group, queries in pending.items():
-        for q, ok in _answer(group, queries, s, o):
-            if not ok:
-                where = "" if q.via == q.reader else f" (nor before its container {nodes[q.via].id!r})"
-                report(q.reader, q.ref, Code.REFERENCE_NOT_ANCESTOR,
-                       f"reads {q.ref.root!r}, which does not run before {nodes[q.reader].id!r}{where}: "
+    for group, group_queries in pending.items():
+        for q, ok in _answer(group, group_queries, s, o):
+            if ok:
+                continue
+            where = "" if q.via == q.reader else f" (nor before its container {nodes[q.via].id!r})"
+            for ref in q.refs:
+                report(q.reader, ref, Code.REFERENCE_NOT_ANCESTOR,
+                       f"reads {ref.root!r}, which does not run before {nodes[q.reader].id!r}{where}: "
                        f"a node can only read nodes upstream of it")
     return {v: tuple(sorted(us, key=lambda k: nodes[k].id)) for v, us in reads.items()}
 

@@ -116,12 +116,18 @@ def _analyze_unpaused(defn: WorkflowDefinition, limits: Limits) -> _Analysis:
     structure = check_structure(defn, sink, limits)
     ordering = order_graphs(defn, structure, sink)
     refs: dict[int, list[ConfigReference]] = {}
+    total_refs = 0
     for i, node in enumerate(defn.nodes):
         if node.type == "start" or node.type not in _CHECKED_TYPES:
             continue
         found = check_node_config(node, sink, limits)
         if found and structure.index.get(node.id) == i:
             refs[i] = found
+            total_refs += len(found)
+    if total_refs > limits.max_references:
+        sink.add(Code.WORKFLOW_TOO_LARGE,
+                 f"the workflow's configs make {total_refs} references (limit {limits.max_references})")
+        refs = {}
     if defn.input_schema is not None:
         check_schema(defn.input_schema, field="inputSchema", owner=f"workflow {defn.id!r}",
                      node_id="", sink=sink, limits=limits)

@@ -20,6 +20,8 @@ class Limits:
     # Objects/arrays nested inside a node's config.
     max_config_depth: int = 32
     max_name_chars: int = 256  # edge ids, branch ids, route ids
+    # References ({{ }} and JSONata names) across the whole workflow.
+    max_references: int = 1_000_000
     max_diagnostics: int = 1_000
 
 
