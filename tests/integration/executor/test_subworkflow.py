@@ -330,3 +330,91 @@ async def test_cancelling_a_paused_child_fails_the_waiting_node(stack: Stack) ->
     assert handled["details"]["childExecutionId"] == child.execution_id
     check_log(await stack.events(started.execution_id))
     check_log(await stack.events(child.execution_id))
+
+
+async def test_pause_two_levels_down_points_at_the_grandchild(stack: Stack) -> None:
+    inner_wf, middle_wf, top_wf = _id("approving"), _id("middle"), _id("top")
+    await stack.register(child_approval(inner_wf))
+    middle = parent_of(middle_wf, inner_wf)
+    middle["nodes"][1]["config"]["input"] = {"x": "{{start.x}}"}
+    await stack.register(middle)
+    await stack.register(parent_of(top_wf, middle_wf))
+    started = await stack.start(workflow_id=top_wf, input={"n": 3})
+    top = await stack.wait_status(started.execution_id, "PAUSED", "FAILED", "SUCCEEDED")
+    assert STATUS_NAMES[top.status] == "PAUSED", top.error
+    inner = await one_child(stack, inner_wf)
+    mid = await one_child(stack, middle_wf)
+    assert inner.parent_execution_id == mid.execution_id
+    assert mid.parent_execution_id == started.execution_id
+    # The user is told where to act: the innermost execution and node.
+    assert top.paused_nodes[0].reason == (
+        f"waiting for child {inner.execution_id}: resume node 'approve' of execution {inner.execution_id}"
+    )
+    await stack.executor.ResumeExecution(
+        executor_pb2.ResumeExecutionRequest(
+            execution_id=inner.execution_id, node_id="approve", input_json=jsonutil.dumps({"ok": False})
+        )
+    )
+    top = await stack.wait_status(started.execution_id, "SUCCEEDED", "FAILED", within=15)
+    assert outputs(top) == {"result": {"result": {"verdict": False}}}
+    for execution_id in (started.execution_id, mid.execution_id, inner.execution_id):
+        check_log(await stack.events(execution_id))
+
+
+async def test_children_in_parallel_branches_pause_and_resume_independently(stack: Stack) -> None:
+    child_wf, parent_wf = _id("approving"), _id("fanout")
+    await stack.register(child_approval(child_wf))
+    await stack.register(
+        {
+            "id": parent_wf,
+            "nodes": [
+                {"id": "start", "type": "start"},
+                {"id": "fan", "type": "parallel", "config": {"kind": "count", "count": 3}},
+                {
+                    "id": "sub",
+                    "type": "subworkflow",
+                    "parent": "fan",
+                    "config": {"workflowId": child_wf, "input": {"x": "{{parallel.index}}"}},
+                },
+                {"id": "out", "type": "output", "config": {"name": "all", "value": "{{fan.results}}"}},
+            ],
+            "edges": [{"source": "start", "target": "fan"}, {"source": "fan", "target": "out"}],
+        }
+    )
+    started = await stack.start(workflow_id=parent_wf, input={})
+    parent = await stack.wait_status(started.execution_id, "PAUSED", "FAILED", "SUCCEEDED")
+    assert STATUS_NAMES[parent.status] == "PAUSED", parent.error
+    assert sorted(p.scope[0].index for p in parent.paused_nodes) == [0, 1, 2]
+    children = await children_of(stack, child_wf)
+    assert len(children) == 3
+    by_index = {jsonutil.loads(c.input_json)["x"]: c.execution_id for c in children}
+    for index in (2, 0, 1):
+        await stack.wait_status(by_index[index], "PAUSED")
+        await stack.executor.ResumeExecution(
+            executor_pb2.ResumeExecutionRequest(
+                execution_id=by_index[index], node_id="approve",
+                input_json=jsonutil.dumps({"ok": index != 1}),
+            )
+        )
+    parent = await stack.wait_status(started.execution_id, "SUCCEEDED", "FAILED", within=20)
+    assert outputs(parent) == {"all": [{"verdict": True}, {"verdict": False}, {"verdict": True}]}
+    check_log(await stack.events(started.execution_id))
+    for child_id in by_index.values():
+        check_log(await stack.events(child_id))
+
+
+async def test_retry_starts_a_new_child(stack: Stack) -> None:
+    child_wf, parent_wf = _id("failing"), _id("parent")
+    await stack.register(child_failing(child_wf))
+    parent = parent_of(parent_wf, child_wf)
+    parent["nodes"][1]["retry"] = {"maxAttempts": 2, "initialIntervalMs": 10}
+    await stack.register(parent)
+    started = await stack.start(workflow_id=parent_wf, input={"n": 1})
+    done = await stack.wait_status(started.execution_id, "SUCCEEDED", "FAILED")
+    assert done.error.code == "SUBWORKFLOW_FAILED"
+    children = await children_of(stack, child_wf)
+    assert len(children) == 2
+    events = await stack.events(started.execution_id)
+    check_log(events)
+    [retrying] = [e for e in events if e["type"] == "node:retrying"]
+    assert retrying["error"]["details"]["childExecutionId"] in {c.execution_id for c in children}

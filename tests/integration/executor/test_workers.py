@@ -58,7 +58,7 @@ async def test_stalled_worker_is_fenced_and_the_run_taken_over(
                 "type": "http",
                 "config": {
                     "method": "POST",
-                    "url": f"{upstream.base_url}/effect?ms=2500",
+                    "url": f"{upstream.base_url}/effect?ms=5000",
                     "body": {"v": "{{input.v}}"},
                 },
             },
@@ -66,9 +66,11 @@ async def test_stalled_worker_is_fenced_and_the_run_taken_over(
         ],
         "edges": [{"source": "start", "target": "charge"}, {"source": "charge", "target": "out"}],
     }
-    first, second = stack.executors
     started = await stack.start(workflow, {"v": 41}, via=0)
     execution_id = started.execution_id
+    # StartExecution runs the new execution on the executor that received the call.
+    first, second = stack.executors
+    assert first.worker.holds(execution_id)
     deadline = time.monotonic() + 10
     while not upstream.snapshot()[f"{execution_id}:charge"]:
         assert time.monotonic() < deadline, "the http node never ran"
@@ -76,6 +78,10 @@ async def test_stalled_worker_is_fenced_and_the_run_taken_over(
     # The first worker stalls: no heartbeats, no claims. Its lease expires; the second takes over.
     for task in first.worker._tasks:
         task.cancel()
+    deadline = time.monotonic() + 4.5
+    while not second.worker.holds(execution_id):
+        assert time.monotonic() < deadline, "nobody took over the expired lease"
+        await asyncio.sleep(0.02)
     done = await stack.wait_status(execution_id, "SUCCEEDED", "FAILED", within=20)
     assert outputs(done) == {"out": 42}
     # The stalled run's late commit was refused: it stops without writing anything.

@@ -14,6 +14,7 @@ execution back so that it is resumed from whatever was really committed.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import grpc
@@ -25,6 +26,8 @@ from .convert import commit_to_request
 from .records import Commit
 
 __all__ = ["StateExecutionStore"]
+
+log = logging.getLogger("weft.executor.store")
 
 # Codes worth retrying: the server is restarting, overloaded or its database is briefly gone.
 _TRANSIENT = frozenset(
@@ -98,6 +101,11 @@ class StateExecutionStore:
                         f"{self.version}: {error.message}"
                     ) from None
                 raise error from None
+        log.debug(
+            "execution %s: committed version %d (lease %s of %s, %d steps, %d events)",
+            self.lease.execution_id, response.version, self.lease.token[:8], self.lease.worker_id,
+            len(commit.steps), len(commit.events),
+        )
         self.version = response.version
         if response.last_seq:
             self.last_seq = response.last_seq

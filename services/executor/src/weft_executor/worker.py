@@ -169,6 +169,7 @@ class Worker:
             # A new lease for an execution still running here under an older one: that run's
             # lease expired (this worker stalled), so it must stop without writing.
             self._lose(current, "lease superseded by a newer claim")
+        log.debug("execution %s: leased to %s", lease.execution_id, self.worker_id)
         run = _Running(execution_id=lease.execution_id, lease=lease)
         self._running[lease.execution_id] = run
         run.task = asyncio.create_task(self._run(run), name=f"weft-exec-{lease.execution_id}")
@@ -330,16 +331,15 @@ class Worker:
         free = self._free()
         if free <= 0:
             return
-        self._reserved += free
-        try:
-            leases = await self.state.claim(
-                worker_id=self.worker_id,
-                max_count=free,
-                lease_ms=self.settings.lease_ms,
-                wait_ms=wait_ms,
-            )
-        finally:
-            self._reserved -= free
+        # No room is reserved during the long poll: StartExecution must still be able to take
+        # its new execution at once. The bound is soft: a poll answering while starts took the
+        # room may run a few more executions than the limit.
+        leases = await self.state.claim(
+            worker_id=self.worker_id,
+            max_count=free,
+            lease_ms=self.settings.lease_ms,
+            wait_ms=wait_ms,
+        )
         for lease in leases:
             self.run_leased(lease)
 
