@@ -19,7 +19,6 @@ from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry.context import Context
 
 from weft_common import jsonutil
@@ -143,30 +142,36 @@ def remember_start_context(execution_id: str) -> None:
 def begin_execution_run(
     execution_id: str, workflow_id: str, *, first_run: bool, stored_traceparent: str = ""
 ) -> None:
-    """Open the span of one run of an execution in the current task (ended by
-    ``end_execution_run`` in the same task). A first run is a child of the current context (the
-    ``StartExecution`` call); a continuation starts a new trace linked to ``stored_traceparent``.
-    Everything the engine starts from this task (node runs, commits) nests under it."""
+    """Open the span of one run of an execution in the current task (the worker's task for this
+    execution; ended by ``end_execution_run`` in the same task). Everything the engine starts
+    from this task (node runs, commits) nests under it.
+
+    A first run is a child of the ``StartExecution`` call that created the execution (when this
+    worker saw it: ``remember_start_context``), else a new trace. A continuation (after a pause,
+    a take-over) is always a new trace, linked to ``stored_traceparent``. The ambient context is
+    never used: a task spawned from another execution's run must not nest under it.
+    """
     started_by = _START_CONTEXTS.pop(execution_id, None) if _START_CONTEXTS else None
+    # This task's own context: replaced for good, nothing to restore.
+    otel_context.attach(started_by if first_run and started_by is not None else Context())
     if first_run:
         if flags.metrics:
             metrics.executions_started.add(1)
-        if started_by is not None and not trace.get_current_span().get_span_context().is_valid:
-            otel_context.attach(started_by)  # this task's own context: nothing to restore
         scope = execution_span(execution_id, workflow_id)
     else:
         scope = execution_span(
             execution_id, workflow_id, links=[link_from_str(stored_traceparent)], resumed=True
         )
     scope.__enter__()
-    _current_run.set(scope)
+    _current_run.set((scope, asyncio.current_task()))
 
 
 def end_execution_run() -> None:
-    scope = _current_run.get()
-    if scope is not None:
+    """End the run span ``begin_execution_run`` opened in this task (no-op otherwise)."""
+    entry = _current_run.get()
+    if entry is not None and entry[1] is asyncio.current_task():
         _current_run.set(None)
-        scope.__exit__(None, None, None)
+        entry[0].__exit__(None, None, None)
 
 
 def stored_traceparent_json(steps: Iterable[Any]) -> str:
