@@ -7,6 +7,8 @@ in a thread so a large compile does not stall the event loop (health checks stay
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 
 import grpc
 
@@ -20,6 +22,8 @@ from .diagnostics import Diagnostic
 from .limits import Limits
 
 __all__ = ["DagBuilderServicer"]
+
+log = logging.getLogger("weft.dag_builder")
 
 
 def _diagnostics_to_proto(diagnostics: list[Diagnostic]) -> list[workflow_pb2.Diagnostic]:
@@ -49,7 +53,12 @@ class DagBuilderServicer(dag_builder_pb2_grpc.DagBuilderServiceServicer):
         self, request: dag_builder_pb2.CompileWorkflowRequest, context: grpc.aio.ServicerContext
     ) -> dag_builder_pb2.CompileWorkflowResponse:
         def run() -> dag_builder_pb2.CompileWorkflowResponse:
-            dag, diagnostics = analyze_and_compile(definition_from_proto(request.workflow), limits=self.limits)
+            started = time.perf_counter()
+            defn = definition_from_proto(request.workflow)
+            dag, diagnostics = analyze_and_compile(defn, limits=self.limits)
+            log.debug("compiled workflow %r: %d nodes, %d edges, %d diagnostics in %.1f ms", defn.id,
+                      len(defn.nodes), len(defn.edges), len(diagnostics),
+                      (time.perf_counter() - started) * 1000)
             if dag is None:
                 return dag_builder_pb2.CompileWorkflowResponse(
                     valid=False, diagnostics=_diagnostics_to_proto(diagnostics)
