@@ -305,3 +305,43 @@ async def test_durable_wait_due_while_another_branch_runs_wakes_in_place(script:
     t = trace(run.events)
     assert t.index("node:completed nap") < t.index("node:completed busy")
     assert run.store.history[-1].control.status == "SUCCEEDED"
+
+
+async def test_orphaned_start_in_a_cancelled_branch_still_gets_its_end(script: Script) -> None:
+    """After a crash both branches must run again; with room for one at a time, branch 0 fails
+    and fails the parallel while branch 1 still waits: branch 1's logged start is ended too."""
+    started = asyncio.Event()
+
+    async def first_run(ctx):  # type: ignore[no-untyped-def]
+        started.set()
+        await asyncio.sleep(5)
+
+    script.on("w", first_run)
+    workflow = wf(P("p", kind="count", count=2), W("w", parent="p"), T("why", "p.error.code"),
+                  edges=[("start", "p"), ("p", "why", "error")])
+    dag = compile_json(workflow)
+    first = start_json(workflow, dag=dag)
+    await eventually(lambda: sum(1 for e in first.store.events
+                                 if e.draft.type == "node:started" and e.draft.node_id == "w") == 2)
+    first.handle.cancel()
+    cut = first.store.truncated(len(first.store.history))
+    assert len(cut.open_runs()) == 3  # p and both branches' w
+
+    async def fail_branch_0(ctx):  # type: ignore[no-untyped-def]
+        from weft_executor.handlers.base import NodeFailure
+
+        if ctx.scope[0].index == 0:
+            raise NodeFailure("zero", "E0", retryable=False)
+        await asyncio.sleep(5)
+
+    script.on("w", fail_branch_0)
+    engine = Engine(settings(max_concurrency_per_execution=1), environ=ACCEPTANCE_ENV)
+    handle = engine.start(execution_id=cut.execution_id, dag=dag, input=None, store=cut,
+                          steps=list(cut.steps.values()), emit_started=False,
+                          open_runs=cut.open_runs())
+    outcome = await asyncio.wait_for(handle.result(), 10)
+    assert outcome.outputs == {"why": "E0"}  # routed: the execution goes on
+    acceptance_runner().check_event_log(event_triples(cut), workflow)
+    ends = [(e.draft.type, e.draft.scope[0].index) for e in cut.events
+            if e.draft.node_id == "w" and e.draft.type != "node:started"]
+    assert ends == [("node:error", 0), ("node:cancelled", 1)]

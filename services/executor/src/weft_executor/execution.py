@@ -311,10 +311,7 @@ class ExecutionRun:
         """Runs whose node:started a crashed worker logged, still waiting here to run again:
         end them in the log too (every node:started gets exactly one end)."""
         for run in self.ready:
-            if (run.key in self.open_logged or run.resume is not None) and not run.finished:
-                run.finished = True
-                self.open_logged.discard(run.key)
-                self.event("node:cancelled", run=run, payload={})
+            self._drop(run)
         self.ready.clear()
 
     def new_frame(
@@ -351,6 +348,7 @@ class ExecutionRun:
 
     def _begin_run(self, run: NodeRun) -> None:
         if run.frame.closed:
+            self._drop(run)
             return
         step = self.replay.pop(run.key, None) if self.replay else None
         if step is None and run.node.type not in _CONTAINER_TYPES:
@@ -393,9 +391,18 @@ class ExecutionRun:
             run = ready.popleft()
             if run.frame.closed or run.finished:
                 self.engine.release_worker_slot()
+                self._drop(run)
                 continue
             return run
         return None
+
+    def _drop(self, run: NodeRun) -> None:
+        """A run whose frame was cancelled before it started. If its node:started is already in
+        the log (a crashed worker's, or a parked approval's), end it there too."""
+        if not run.finished and (run.key in self.open_logged or run.resume is not None):
+            run.finished = True
+            self.open_logged.discard(run.key)
+            self.node_event("node:cancelled", run, {})
 
     async def _runner(self) -> None:
         current = asyncio.current_task()
