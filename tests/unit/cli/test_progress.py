@@ -61,3 +61,15 @@ def test_rich_output_escapes_markup() -> None:
     text = out.getvalue()
     assert "n[loop#0]" in text
     assert "[bold]not markup[/bold]" in text
+
+
+def test_pause_shows_how_to_resume() -> None:
+    out = io.StringIO()
+    p = Progress(out, rich_output=False)
+    p.on_event(ev(1, "execution:paused", 1))
+    p.paused_nodes({"executionId": "ex9", "pausedNodes": [
+        {"nodeId": "manager", "scope": [], "reason": "approve?",
+         "inputSchema": {"type": "object", "required": ["approved", "by"]}}]})
+    lines = out.getvalue().splitlines()
+    assert lines == ["execution:paused", "paused manager: approve?",
+                     "  resume: weft resume ex9 manager --input approved=... --input by=..."]

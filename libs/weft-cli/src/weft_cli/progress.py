@@ -7,6 +7,7 @@ and CI output stay greppable. Progress goes to stderr; stdout carries only the o
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import datetime
 from typing import Any, TextIO
@@ -116,8 +117,7 @@ class Progress:
                 self.stream.write("\n")
                 self.in_chunk = False
         elif t == "execution:paused":
-            self._line("[yellow]⏸ paused[/] — waiting for a resume (weft resume ID NODE --input ...)",
-                       "execution:paused")
+            self._line("[yellow]⏸ paused[/] — waiting for a resume", "execution:paused")
         elif t == "execution:resumed":
             self._line("[yellow]▶ resumed[/]", "execution:resumed")
         elif t in ("execution:completed", "execution:failed", "execution:cancelled"):
@@ -127,12 +127,20 @@ class Progress:
             self._line(f"  {t} {label}", f"{t} {label}".rstrip())
 
     def paused_nodes(self, execution: dict[str, Any]) -> None:
+        """What each parked node waits for, and the command that resumes it."""
+        eid = execution.get("executionId", "ID")
         for p in execution.get("pausedNodes") or []:
+            node = str(p.get("nodeId"))
             schema = p.get("inputSchema")
+            required = (schema or {}).get("required") if isinstance(schema, dict) else None
+            args = " ".join(f"--input {name}=..." for name in required or []) or "--input key=value"
+            scope = f" (scope {p['scope']})" if p.get("scope") else ""
             self._line(
-                f"  [yellow]⏸[/] {escape(str(p.get('nodeId')))}: {escape(str(p.get('reason') or ''))} "
-                f"[dim]input schema {escape(str(schema))}[/]",
-                f"paused {p.get('nodeId')}: {p.get('reason') or ''}",
+                f"  [yellow]⏸[/] {escape(node)}{escape(scope)}: {escape(str(p.get('reason') or ''))}\n"
+                f"    [dim]input schema {escape(json.dumps(schema))}[/]\n"
+                f"    resume: [bold]weft resume {escape(str(eid))} {escape(node)} {escape(args)}[/]",
+                f"paused {node}{scope}: {p.get('reason') or ''}\n"
+                f"  resume: weft resume {eid} {node} {args}",
             )
 
     # ------------------------------------------------------------------ summary
