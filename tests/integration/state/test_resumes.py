@@ -179,3 +179,25 @@ async def test_durable_wait_wakes_on_time(driver: Driver) -> None:
     assert [p.node_id for p in loaded.execution.paused_nodes] == ["sleep"]
     await driver.commit(lease2, 2, steps=[step("sleep", {"waitedMs": 300})], status=ExecutionStatus.RUNNING)
     assert (await get_execution(driver.store, eid)).paused_nodes == ()
+
+
+async def test_other_branches_commit_while_a_node_is_parked(driver: Driver) -> None:
+    """A parked node keeps its pause while sibling branches commit steps; the step that
+    completes the parked node closes it."""
+    eid, lease = await driver.create()
+    assert lease
+    await driver.start(lease)
+    v = (await driver.commit(lease, 1, paused_nodes=(approval("a"),),
+                             logs=[node_log("a", "PAUSED", node_type="approval")])).version
+    for i in range(3):
+        v = (await driver.commit(lease, v, steps=[step(f"side{i}", i)],
+                                 events=[ev("node:completed", f"side{i}")])).version
+        assert [p.node_id for p in (await get_execution(driver.store, eid)).paused_nodes] == ["a"]
+    rid = await enqueue_resume(driver.store, eid, "a", input_json='{"approved": true}')
+    assert (await renew_leases(driver.store, driver.worker, [lease], 30_000)).resumed == [eid]
+    v = (await driver.commit(lease, v, steps=[step("a", {"approved": True})], applied_resume_ids=(rid,),
+                             events=[ev("node:completed", "a")])).version
+    loaded = await load_execution(driver.store, LeaseRef(eid, lease.token))
+    assert loaded.resumes == [] and loaded.execution.paused_nodes == ()
+    assert [s.node_id for s in loaded.steps] == ["side0", "side1", "side2", "a"]
+    assert [e.seq for e in await driver.events(eid)] == list(range(1, 6))

@@ -6,8 +6,9 @@ A data-modifying CTE updates the execution row under the optimistic-concurrency 
 ``{"seq":N,`` prefix computed from the returned ``last_seq``), the steps and the node logs from
 arrays (``unnest``), so the statement text is constant and prepared once per connection.
 
-Commits that touch the pause table (parking nodes, applying resumes, or completing steps while
-pauses are open — the guard refuses those) return None and take the general path; so do commits
+Commits that touch the pause table (parking nodes, applying resumes, completing a step of a
+parked node, or ending an execution with open pauses — the guard refuses those) return None and
+take the general path; so do commits
 that end a sub-workflow execution or a parent of active ones (``children``).
 """
 
@@ -43,7 +44,12 @@ WITH head AS (
         lease_token = CASE WHEN $17 THEN NULL ELSE lease_token END,
         lease_expires_at = CASE WHEN $17 THEN NULL ELSE lease_expires_at END
     WHERE execution_id = $1 AND version = $2 AND lease_token = $3
-      AND NOT ($18 AND open_pauses > 0)
+      -- Open pauses: only a commit that closes one (a step of a parked node) or ends the
+      -- execution needs the general path; other branches keep the fast one.
+      AND NOT (open_pauses > 0 AND $18 AND ($10 OR EXISTS (
+          SELECT 1 FROM pauses p, unnest($43::text[], $44::text[]) AS k(node_id, scope_key)
+          WHERE p.execution_id = $1 AND p.state IN ('open', 'claimed')
+            AND p.node_id = k.node_id AND p.scope_key = k.scope_key)))
       -- Ending a sub-workflow (or a parent of active ones) takes the general path (children.py).
       AND NOT ($10 AND (parent_execution_id <> '' OR EXISTS (
           SELECT 1 FROM executions c
@@ -104,6 +110,7 @@ def fast_commit_args(req: CommitRequest, tails: list[str], now: datetime) -> lis
     status = control.status
     terminal = status is not None and status in TERMINAL_STATUSES
     steps, logs = req.steps, req.node_logs
+    closing = [s for s in steps if s.status not in ("PAUSED", "RUNNING")]  # may close a pause
     return [
         req.lease.execution_id,
         req.expected_version,
@@ -122,7 +129,7 @@ def fast_commit_args(req: CommitRequest, tails: list[str], now: datetime) -> lis
         control.output_tokens,
         control.tokens_estimated,
         control.release_lease or terminal,
-        bool(steps) or terminal,
+        bool(closing) or terminal,
         [d.type for d in req.events],
         [d.node_id for d in req.events],
         tails,
@@ -147,4 +154,6 @@ def fast_commit_args(req: CommitRequest, tails: list[str], now: datetime) -> lis
         [n.finished_at for n in logs],
         [n.duration_us for n in logs],
         [_json_or_empty(n.token_usage) for n in logs],
+        [s.node_id for s in closing],
+        [scope_key(s.scope) for s in closing],
     ]
