@@ -768,7 +768,7 @@ class ExecutionRun:
     # ------------------------------------------------------------------ replay
     def _apply_step(self, run: NodeRun, step: StepRecord, starts: list[NodeRun]) -> None:
         """A committed step: take its result without running the node or emitting events."""
-        status = step.status
+        status = NodeStatus(step.status)  # tolerate plain strings from other callers
         if status is NodeStatus.SUCCEEDED:
             self.complete_node(run, step.output, step.fired_handles, starts)
         elif status is NodeStatus.FAILED:
