@@ -312,6 +312,16 @@ class FakeStack:
         for s in self.servers.values():
             await s.stop(0)
 
+    async def restart_state(self) -> None:
+        """Stop the state service (open streams fail UNAVAILABLE) and serve it again on the
+        same address, over the same data."""
+        await self.servers["state_addr"].stop(0)
+        server = GrpcServer(
+            settings=CommonSettings(), service_names=["weft.state.v1.StateService"],
+            register=lambda s: state_pb2_grpc.add_StateServiceServicer_to_server(FakeState(self.world), s))
+        await server.start(self.addrs["state_addr"])
+        self.servers["state_addr"] = server
+
 
 async def start_fakes(node_delay_s: float = 0.01) -> FakeStack:
     world = FakeWorld(node_delay_s)

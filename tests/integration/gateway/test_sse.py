@@ -140,3 +140,21 @@ async def test_two_hundred_concurrent_streams_get_every_event(client: httpx.Asyn
         results = await asyncio.gather(*tasks)
     total = len(fakes.world.executions[eid].events)
     assert all(seqs == list(range(1, total + 1)) for seqs in results)
+
+
+async def test_stream_survives_a_state_service_restart(client: httpx.AsyncClient, fakes: FakeStack) -> None:
+    eid = (await client.post("/v1/executions", json={"workflow": APPROVAL, "input": {}})).json()["executionId"]
+    seen: list[int] = []
+    async with client.stream("GET", f"/v1/executions/{eid}/stream") as resp:
+        async for frame in frames(resp):
+            if "data" not in frame:
+                continue
+            seen.append(frame["data"]["seq"])
+            if frame["event"] == "execution:paused":
+                await fakes.restart_state()  # the upstream stream breaks under the client
+                r = await client.post(f"/v1/executions/{eid}/resume",
+                                      json={"nodeId": "approve", "input": {"approved": True}})
+                assert r.status_code == 202
+    # The gateway re-attached after the last seq it sent: no gap, no duplicate.
+    assert seen == list(range(1, len(fakes.world.executions[eid].events) + 1))
+    assert fakes.world.stream_calls >= 2
