@@ -33,7 +33,7 @@ from weft_dag_builder import compile_workflow
 from weft_executor import Engine, Outcome, Resume, RunHandle
 from weft_executor.handlers.base import HANDLERS, NodeContext, NodeFailure, NodeResult
 from weft_executor.memory_store import RecordingStore
-from weft_executor.records import NodeLogRecord, StepRecord, scope_json, scope_key
+from weft_executor.records import NodeLogRecord, scope_json, scope_key
 from weft_executor.settings import ExecutorSettings
 
 ACCEPTANCE = Path("/work/shared/acceptance")
@@ -201,7 +201,7 @@ async def play_case(case: Mapping[str, Any], fake_url: str) -> list[Run]:
         for step in spec.get("steps", []):
             await _play_step(run, step)
         exp = spec.get("expect", {})
-        outcome = await _terminal(run, spec.get("timeout", 60))
+        outcome = await run.wait(spec.get("timeout", 60))
         if exp.get("status"):
             assert outcome.status == exp["status"], (outcome.status, outcome.error)
         if "outputs" in exp:
@@ -269,11 +269,6 @@ def _resume(run: Run, body: Mapping[str, Any]) -> int:
     return 202
 
 
-async def _terminal(run: Run, within: float) -> Outcome:
-    outcome = await run.wait(within)
-    return outcome
-
-
 async def eventually(predicate: Callable[[], bool], within: float = 5.0) -> None:
     """Poll ``predicate`` (state the engine changes without an event to wait on)."""
     deadline = asyncio.get_running_loop().time() + within
@@ -282,9 +277,6 @@ async def eventually(predicate: Callable[[], bool], within: float = 5.0) -> None
             raise AssertionError(f"condition not met within {within} s")
         await asyncio.sleep(0.005)
 
-
-def steps_by_key(store: RecordingStore) -> dict[str, StepRecord]:
-    return dict(store.steps)
 
 
 # ---------------------------------------------------------------- test doubles
