@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from state_support import Driver, ev, step
+from state_support import Driver, approval, ev, step
 
 from weft_common.errors import Conflict
 from weft_state.domain import CreateExecution, ExecutionStatus, LeaseRef
 from weft_state.executions import create_execution, request_cancel
 from weft_state.leases import claim_executions, load_execution, release_lease, renew_leases
+from weft_state.resumes import enqueue_resume
 from weft_state.store import StateStore
 
 
@@ -97,3 +98,20 @@ async def test_release_makes_it_claimable_and_long_poll_wakes_on_new_work(fresh_
     grants = await asyncio.wait_for(waiter, 5)
     assert [g.execution_id for g in grants] == [created.execution_id]
     assert grants[0].worker_id == "w3"
+
+
+async def test_a_held_paused_execution_with_a_queued_resume_is_not_claimable(driver: Driver) -> None:
+    """Work to do (a queued resume) never overrides someone else's live lease."""
+    eid, lease = await driver.create(lease_ms=400)
+    assert lease
+    await driver.start(lease)
+    await driver.commit(lease, 1, status=ExecutionStatus.PAUSED, paused_nodes=(approval("approve"),))
+    await enqueue_resume(driver.store, eid, "approve", input_json='{"approved": true}')
+    grants = await claim_executions(driver.store, "w2", limit=1000, lease_ms=30_000)
+    assert eid not in [g.execution_id for g in grants]
+    assert (await renew_leases(driver.store, driver.worker, [lease], 400)).resumed == [eid]
+    await asyncio.sleep(0.5)  # the holder stops renewing: now it is anyone's
+    grants = await claim_executions(driver.store, "w2", limit=1000, lease_ms=30_000, wait_ms=2000)
+    taken = next(g for g in grants if g.execution_id == eid)
+    assert [r.node_id for r in (await load_execution(driver.store, LeaseRef(eid, taken.token))).resumes] == ["approve"]
+    await finish(driver, LeaseRef(eid, taken.token), 2)

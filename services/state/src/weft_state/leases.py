@@ -13,7 +13,7 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, select, text, update
 
 from weft_common import jsonutil
 from weft_common.errors import Conflict, InvalidArgument
@@ -29,6 +29,7 @@ from .domain import (
     StepRow,
     scope_from_json,
 )
+from .models import CLAIMABLE_SQL
 from .store import ACTIVE_STATUSES, PAUSE_CLAIMED, ST, WV, E, P, StateStore, execution_record
 
 __all__ = ["claim_executions", "load_execution", "release_lease", "renew_leases"]
@@ -43,7 +44,12 @@ def _runnable(now: object) -> object:
             or_(E.c.resume_pending.is_(True), E.c.wake_at <= now, E.c.cancel_requested.is_(True)),
         ),
     )
-    return and_(E.c.status.in_([s.value for s in ACTIVE_STATUSES]), free, wants_worker)
+    return and_(
+        E.c.status.in_([s.value for s in ACTIVE_STATUSES]),
+        free,
+        wants_worker,
+        text(f"({CLAIMABLE_SQL})"),
+    )
 
 
 async def _claim_once(

@@ -24,11 +24,13 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
+    "CLAIMABLE_SQL",
     "Base",
     "EventRow",
     "ExecutionRow",
@@ -70,6 +72,13 @@ class UtcDateTime(TypeDecorator[datetime]):
         return result.replace(tzinfo=UTC) if result.tzinfo is None else result.astimezone(UTC)
 
 
+# Kept literally in the claim query too, so that every planner sees it may use the index.
+CLAIMABLE_SQL = (
+    "status IN ('PENDING', 'RUNNING') OR (status = 'PAUSED' AND "
+    "(resume_pending OR wake_at IS NOT NULL OR cancel_requested))"
+)
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
@@ -106,6 +115,14 @@ class ExecutionRow(Base):
         Index("ix_executions_status", "status"),
         Index("ix_executions_workflow_id", "workflow_id"),
         Index("ix_executions_parent_execution_id", "parent_execution_id"),
+        # What claimers scan: executions that may want a worker. A PAUSED execution waiting for
+        # a person is left out, so thousands of parked approvals cost a claim nothing.
+        Index(
+            "ix_executions_claimable",
+            "created_at",
+            postgresql_where=text(CLAIMABLE_SQL),
+            sqlite_where=text(CLAIMABLE_SQL),
+        ),
     )
 
     execution_id: Mapped[str] = mapped_column(String(36), primary_key=True)
