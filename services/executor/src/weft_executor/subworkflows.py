@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .clients import StateClient
     from .worker import Worker
 
-__all__ = ["ChildExecutions", "ChildOutcome", "TERMINAL", "child_key"]
+__all__ = ["TERMINAL", "ChildExecutions", "ChildOutcome", "child_key"]
 
 log = logging.getLogger("weft.executor.subworkflows")
 
@@ -61,7 +61,7 @@ class ChildOutcome:
     parent_execution_id: str = ""
     outputs: Any = None
     error: dict[str, Any] | None = None
-    # [{nodeId, reason}] of the child's parked nodes.
+    # [{nodeId, reason, wakeAt?}] of the child's parked nodes (wakeAt: a durable wait).
     paused_nodes: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -85,8 +85,15 @@ def outcome_from_proto(execution: workflow_pb2.Execution) -> ChildOutcome:
         parent_execution_id=execution.parent_execution_id,
         outputs=jsonutil.loads(execution.outputs_json) if execution.outputs_json else {},
         error=error,
-        paused_nodes=[{"nodeId": p.node_id, "reason": p.reason} for p in execution.paused_nodes],
+        paused_nodes=[_paused_json(p) for p in execution.paused_nodes],
     )
+
+
+def _paused_json(p: workflow_pb2.PausedNode) -> dict[str, Any]:
+    out: dict[str, Any] = {"nodeId": p.node_id, "reason": p.reason}
+    if p.HasField("wake_at"):
+        out["wakeAt"] = p.wake_at.ToDatetime().isoformat(timespec="milliseconds") + "Z"
+    return out
 
 
 class ChildExecutions:

@@ -57,7 +57,7 @@ def _version(ctx: NodeContext, raw: Any) -> int:
         version = int(raw)
     except (TypeError, ValueError):
         raise _invalid(ctx, f"config.version must be a positive integer, got {raw!r}") from None
-    if version < 1 or version != raw and str(version) != str(raw).strip():
+    if version < 1 or (version != raw and str(version) != str(raw).strip()):
         raise _invalid(ctx, f"config.version must be a positive integer, got {raw!r}")
     return version
 
@@ -207,9 +207,13 @@ def _reason(outcome: ChildOutcome) -> str:
         reason = str(paused.get("reason") or "")
         if reason.startswith(_WAITING):
             return reason  # a grandchild is the one waiting: point there
-    if outcome.paused_nodes:
-        nodes = ", ".join(repr(p["nodeId"]) for p in outcome.paused_nodes)
+    waiting_on_people = [p for p in outcome.paused_nodes if "wakeAt" not in p]
+    if waiting_on_people:
+        nodes = ", ".join(repr(p["nodeId"]) for p in waiting_on_people)
         return f"{_WAITING}{child_id}: resume node {nodes} of execution {child_id}"
+    if outcome.paused_nodes:
+        first = outcome.paused_nodes[0]
+        return f"{_WAITING}{child_id}: its node {first['nodeId']!r} waits until {first['wakeAt']}"
     return f"{_WAITING}{child_id} (status {outcome.status})"
 
 
