@@ -6,6 +6,7 @@ import asyncio
 
 from weft_common.grpc_server import run_until_signal
 from weft_common.logging_setup import setup_logging
+from weft_common.telemetry import setup_telemetry
 
 from .server import RunningStateService, serve
 from .settings import StateSettings
@@ -14,6 +15,11 @@ from .settings import StateSettings
 def main() -> None:
     settings = StateSettings()
     setup_logging(settings.log_level, json_lines=settings.log_json, service="state")
+    setup_telemetry(
+        "weft-state",
+        settings,
+        libraries=("sqlalchemy", "redis") if settings.redis_url else ("sqlalchemy",),
+    )
     running: list[RunningStateService] = []
 
     async def start() -> None:
