@@ -60,10 +60,13 @@ async def test_browser_eventsource_gets_every_event_across_a_reconnect(
                     p.get("type") == "execution:paused" for p in page.progress), 60, "the reconnect and the pause")
                 resumed = await api.post(f"/v1/executions/{eid}/resume", json={"nodeId": "approve", "input": {"ok": True}})
                 assert resumed.status_code == 202, resumed.text
-                await asyncio.get_running_loop().run_in_executor(None, page.got_result.wait, 60)
+                await asyncio.get_running_loop().run_in_executor(None, page.got_result.wait, 120)
             result = page.result
 
-    assert result is not None, "the page never reported its events"
+    if result is None:
+        status = (await api.get(f"/v1/executions/{eid}")).json()
+        raise AssertionError(f"the page never reported its events: execution {status['status']}, "
+                             f"page progress {page.progress[-3:]}, connections {proxy.connections}")
     async with api.stream("GET", f"/v1/executions/{eid}/stream") as resp:
         log = [line.split(": ", 1)[1] async for line in resp.aiter_lines() if line.startswith("event: ")]
     seen = result["seen"]
