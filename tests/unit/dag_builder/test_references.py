@@ -21,7 +21,7 @@ def test_unknown_name_in_jsonata() -> None:
 
 
 def test_builtins_are_not_node_references() -> None:
-    expr = "input.a + var.b + loop.index + parallel.index + execution.id"
+    expr = "input.a + var.b + execution.id"  # loop.* / parallel.*: see the scope test below
     defn = workflow([start(), tr("t", expr), out("o", "{{env.KEY}} {{var.x}} {{input.y}}")],
                     chain("start", "t", "o"))
     assert diagnose(defn) == []
@@ -153,3 +153,19 @@ def test_many_references_across_a_long_graph_are_checked() -> None:
 def test_a_misplaced_reader_gets_no_ancestry_noise() -> None:
     defn = workflow([start(), tr("a"), tr("lost", "a + 1", parent="nowhere")], [edge("start", "a")])
     assert [d.code for d in diagnose(defn)] == [Code.UNKNOWN_PARENT]
+
+
+def test_loop_and_parallel_builtins_need_an_enclosing_container() -> None:
+    defn = workflow(
+        [start(), tr("top", "loop.index"), out("o", "{{parallel.item}}"),
+         node("P", "parallel", kind="count", count=2), tr("in_p", "parallel.index + loop.index", parent="P"),
+         node("L", "loop", parent="P", kind="while", condition="loop.iteration < 3 and parallel.index > 0"),
+         tr("in_l", "loop.item + parallel.item", parent="L")],
+        [*chain("start", "top", "o"), edge("start", "P")],
+    )
+    found = {(d.code, d.node_id, d.field) for d in diagnose(defn)}
+    assert found == {
+        (Code.REFERENCE_OUT_OF_SCOPE, "top", "config.expression"),
+        (Code.REFERENCE_OUT_OF_SCOPE, "o", "config.value"),
+        (Code.REFERENCE_OUT_OF_SCOPE, "in_p", "config.expression"),  # loop.* inside a parallel only
+    }

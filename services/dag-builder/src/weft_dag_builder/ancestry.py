@@ -66,6 +66,10 @@ def resolve_references(
         for ref in node_refs:
             root = ref.root
             if root in BUILTIN_ROOTS:
+                if root in _SCOPED and s.placed[v] and not _in_scope(defn, s, v, root, ref):
+                    report(v, ref, Code.REFERENCE_OUT_OF_SCOPE,
+                           f"reads {root!r}, but {nodes[v].id!r} is not inside a {root} container "
+                           f"({root}.* names the innermost enclosing {root})")
                 continue
             u = s.index.get(root, -1)
             if u == -1:
@@ -111,6 +115,23 @@ def resolve_references(
                        f"reads {ref.root!r}, which does not run before {nodes[q.reader].id!r}{where}: "
                        f"a node can only read nodes upstream of it")
     return {v: tuple(sorted(us, key=lambda k: nodes[k].id)) for v, us in reads.items()}
+
+
+_SCOPED = frozenset({"loop", "parallel"})
+
+
+def _in_scope(defn: WorkflowDefinition, s: Structure, reader: int, kind: str, ref: ConfigReference) -> bool:
+    """``loop.*`` / ``parallel.*`` need an enclosing container of that type (a loop's own
+    ``condition`` runs inside its iterations, so ``loop.*`` is fine there)."""
+    nodes = defn.nodes
+    if kind == "loop" and nodes[reader].type == "loop" and ref.field == "config.condition":
+        return True
+    c = s.parent[reader]
+    while c != TOP:
+        if nodes[c].type == kind:
+            return True
+        c = s.parent[c]
+    return False
 
 
 def _encloses(s: Structure, container: int, node: int, *, include_self: bool) -> bool:
