@@ -39,7 +39,11 @@ def child_failing(workflow_id: str) -> dict[str, Any]:
         "id": workflow_id,
         "nodes": [
             {"id": "start", "type": "start"},
-            {"id": "explode", "type": "fail", "config": {"message": "boom {{start.x}}", "code": "BAD_THING"}},
+            {
+                "id": "explode",
+                "type": "fail",
+                "config": {"message": "boom {{start.x}}", "code": "BAD_THING"},
+            },
         ],
         "edges": [{"source": "start", "target": "explode"}],
     }
@@ -67,16 +71,26 @@ def child_approval(workflow_id: str) -> dict[str, Any]:
                 "type": "approval",
                 "config": {
                     "reason": "ok?",
-                    "inputSchema": {"type": "object", "required": ["ok"], "properties": {"ok": {"type": "boolean"}}},
+                    "inputSchema": {
+                        "type": "object",
+                        "required": ["ok"],
+                        "properties": {"ok": {"type": "boolean"}},
+                    },
                 },
             },
-            {"id": "out", "type": "output", "config": {"name": "verdict", "value": "{{approve.ok}}"}},
+            {
+                "id": "out",
+                "type": "output",
+                "config": {"name": "verdict", "value": "{{approve.ok}}"},
+            },
         ],
         "edges": [{"source": "start", "target": "approve"}, {"source": "approve", "target": "out"}],
     }
 
 
-def parent_of(workflow_id: str, child_id: str, *, with_error_edge: bool = False, version: int = 0) -> dict[str, Any]:
+def parent_of(
+    workflow_id: str, child_id: str, *, with_error_edge: bool = False, version: int = 0
+) -> dict[str, Any]:
     config: dict[str, Any] = {"workflowId": child_id, "input": {"x": "{{start.n}}"}}
     if version:
         config["version"] = version
@@ -90,7 +104,13 @@ def parent_of(workflow_id: str, child_id: str, *, with_error_edge: bool = False,
         {"source": "sub", "target": "out"},
     ]
     if with_error_edge:
-        nodes.append({"id": "handled", "type": "output", "config": {"name": "handled", "value": "{{sub.error}}"}})
+        nodes.append(
+            {
+                "id": "handled",
+                "type": "output",
+                "config": {"name": "handled", "value": "{{sub.error}}"},
+            }
+        )
         edges.append({"source": "sub", "target": "handled", "sourceHandle": "error"})
     return {"id": workflow_id, "nodes": nodes, "edges": edges}
 
@@ -236,7 +256,11 @@ async def test_self_recursive_workflow_stops_at_the_depth_limit(stack: Stack) ->
             "id": recur,
             "nodes": [
                 {"id": "start", "type": "start"},
-                {"id": "again", "type": "subworkflow", "config": {"workflowId": recur, "input": {"n": "{{start.n}}"}}},
+                {
+                    "id": "again",
+                    "type": "subworkflow",
+                    "config": {"workflowId": recur, "input": {"n": "{{start.n}}"}},
+                },
             ],
             "edges": [{"source": "start", "target": "again"}],
         }
@@ -278,7 +302,9 @@ async def test_pause_inside_the_child_pauses_the_parent(stack: Stack) -> None:
 
     await stack.executor.ResumeExecution(
         executor_pb2.ResumeExecutionRequest(
-            execution_id=child.execution_id, node_id="approve", input_json=jsonutil.dumps({"ok": True})
+            execution_id=child.execution_id,
+            node_id="approve",
+            input_json=jsonutil.dumps({"ok": True}),
         )
     )
     child = await stack.wait_status(child.execution_id, "SUCCEEDED", "FAILED")
@@ -293,7 +319,9 @@ async def test_pause_inside_the_child_pauses_the_parent(stack: Stack) -> None:
     check_log(child_events)
     types = [e["type"] for e in parent_events]
     assert types.count("execution:paused") == 1 and types.count("execution:resumed") == 1
-    assert node_event(parent_events, "node:completed", "sub")["childExecutionId"] == child.execution_id
+    assert (
+        node_event(parent_events, "node:completed", "sub")["childExecutionId"] == child.execution_id
+    )
 
 
 async def test_cancelling_a_paused_parent_cancels_its_paused_child(stack: Stack) -> None:
@@ -352,7 +380,9 @@ async def test_pause_two_levels_down_points_at_the_grandchild(stack: Stack) -> N
     )
     await stack.executor.ResumeExecution(
         executor_pb2.ResumeExecutionRequest(
-            execution_id=inner.execution_id, node_id="approve", input_json=jsonutil.dumps({"ok": False})
+            execution_id=inner.execution_id,
+            node_id="approve",
+            input_json=jsonutil.dumps({"ok": False}),
         )
     )
     top = await stack.wait_status(started.execution_id, "SUCCEEDED", "FAILED", within=15)
@@ -376,7 +406,11 @@ async def test_children_in_parallel_branches_pause_and_resume_independently(stac
                     "parent": "fan",
                     "config": {"workflowId": child_wf, "input": {"x": "{{parallel.index}}"}},
                 },
-                {"id": "out", "type": "output", "config": {"name": "all", "value": "{{fan.results}}"}},
+                {
+                    "id": "out",
+                    "type": "output",
+                    "config": {"name": "all", "value": "{{fan.results}}"},
+                },
             ],
             "edges": [{"source": "start", "target": "fan"}, {"source": "fan", "target": "out"}],
         }
@@ -392,7 +426,8 @@ async def test_children_in_parallel_branches_pause_and_resume_independently(stac
         await stack.wait_status(by_index[index], "PAUSED")
         await stack.executor.ResumeExecution(
             executor_pb2.ResumeExecutionRequest(
-                execution_id=by_index[index], node_id="approve",
+                execution_id=by_index[index],
+                node_id="approve",
                 input_json=jsonutil.dumps({"ok": index != 1}),
             )
         )

@@ -66,7 +66,11 @@ def child_slow_http(workflow_id: str, url: str) -> dict[str, Any]:
         "id": workflow_id,
         "nodes": [
             {"id": "start", "type": "start"},
-            {"id": "call", "type": "http", "config": {"method": "POST", "url": url, "body": {"v": 1}}},
+            {
+                "id": "call",
+                "type": "http",
+                "config": {"method": "POST", "url": url, "body": {"v": 1}},
+            },
             {"id": "out", "type": "output", "config": {"value": "{{call.body.v}}"}},
         ],
         "edges": [{"source": "start", "target": "call"}, {"source": "call", "target": "out"}],
@@ -111,7 +115,9 @@ async def test_parked_parent_and_child_need_no_worker_until_resumed(two_workers:
     await stack.executors[0].stop()
     await stack.executor_stubs[1].ResumeExecution(
         executor_pb2.ResumeExecutionRequest(
-            execution_id=child.execution_id, node_id="approve", input_json=jsonutil.dumps({"ok": True})
+            execution_id=child.execution_id,
+            node_id="approve",
+            input_json=jsonutil.dumps({"ok": True}),
         )
     )
     parent = await stack.wait_status(started.execution_id, "SUCCEEDED", "FAILED", within=20)

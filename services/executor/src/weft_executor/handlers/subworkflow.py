@@ -176,7 +176,11 @@ class SubworkflowHandler:
             return NodeResult(output=outcome.outputs, input=record, event_fields=link)
         if outcome.status == "FAILED":
             error = outcome.error or {}
-            code = "SUBWORKFLOW_DEPTH" if error.get("code") == "SUBWORKFLOW_DEPTH" else "SUBWORKFLOW_FAILED"
+            code = (
+                "SUBWORKFLOW_DEPTH"
+                if error.get("code") == "SUBWORKFLOW_DEPTH"
+                else "SUBWORKFLOW_FAILED"
+            )
             at = f" at node {error['nodeId']!r}" if error.get("nodeId") else ""
             raise NodeFailure(
                 f"subworkflow node {ctx.node.id!r}: child execution {child_id} "
