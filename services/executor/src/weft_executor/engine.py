@@ -78,7 +78,13 @@ class RunHandle:
     async def result(self) -> Outcome:
         """The outcome, once the final commit is durable. Raises what the store raised when a
         write failed (e.g. ``Conflict`` on a lost lease): nothing more was written then."""
-        return await asyncio.shield(self._run.done)
+        run = self._run
+        if run.done.done():
+            return run.done.result()
+        # A future of our own: cancelling the caller cancels only its wait, never the run.
+        waiter: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        run.waiters.append(waiter)
+        return await waiter
 
     def done(self) -> bool:
         return self._run.done.done()
@@ -147,7 +153,7 @@ class Engine:
             emit_started=emit_started,
             open_runs=open_runs,
         )
-        asyncio.get_running_loop().call_soon(run.begin)
+        run.begin()
         return RunHandle(run)
 
     # -- references -----------------------------------------------------------------------

@@ -106,6 +106,7 @@ class ExecutionRun:
         self.in_runner = False  # processing a result inside a runner (it writes the commit)
         self.resolve_deadline = False  # outcome durable, waiting for cancelled handlers to end
         self.waiting_worker = False  # the per-worker budget is spent; the engine pumps us later
+        self.starting = False  # inside start(): no pause decision yet (see _started)
         self.tasks: set[asyncio.Task[None]] = set()
         self.parked: dict[str, NodeRun] = {}
         self.wake_timers: dict[str, asyncio.TimerHandle] = {}  # durable waits due while running
@@ -117,18 +118,20 @@ class ExecutionRun:
         self.finishing = False
         self.status = "RUNNING"
         self.error: dict[str, Any] | None = None
-        self.begun = False
-        self.holding = False  # a cancel arrived before begin: replay, then cancel; start nothing
-        self.cancel_reason: str | None = None
         loop = asyncio.get_running_loop()
         self.loop = loop
         self.done: asyncio.Future[Outcome] = loop.create_future()
+        # result() callers, resolved directly (no shield hop): one loop iteration, not two.
+        self.waiters: list[asyncio.Future[Outcome]] = []
 
     # ------------------------------------------------------------------ lifecycle
     def begin(self) -> None:
-        self.begun = True
-        if self.cancel_reason is not None:
-            self.holding = True
+        """Start (or, with committed steps, replay up to where the earlier run stopped).
+
+        Called by ``Engine.start`` before it returns, so a cancel or resume given right after
+        ``start`` already sees the replayed state (parked nodes, runs to re-run)."""
+        self.starting = True
+        self.loop.call_soon(self._started)
         try:
             if self.emit_started:
                 self.event(
@@ -140,20 +143,19 @@ class ExecutionRun:
                 )
             starts: list[NodeRun] = []
             self.enter_frame(self.top, starts)
-            if self.holding:
-                self.work.extend(starts)
-                self.drain_work()
-                self.cancel(self.cancel_reason or "")
-                return
             self.flush_starts(starts)
         except Exception as exc:
             self._internal_error(exc)
 
+    def _started(self) -> None:
+        # Pause (or stall) decisions wait until the caller of start() had its turn: a cancel or
+        # resume handed over right after a replay must not find the execution paused again.
+        self.starting = False
+        if not self.finishing:
+            self.check_idle()
+
     def cancel(self, reason: str = "") -> None:
         if self.finishing:
-            return
-        if not self.begun:
-            self.cancel_reason = reason
             return
         self.finishing = True
         self.cancel_frame(self.top)
@@ -242,14 +244,22 @@ class ExecutionRun:
         self.finishing = True
         for task in list(self.tasks):
             task.cancel()
-        if not self.done.done():
-            self.done.set_exception(exc)
+        self._resolve_failure(exc)
+
+    def _resolve_failure(self, exc: BaseException) -> None:
+        if self.done.done():
+            return
+        self.done.set_exception(exc)
+        self.done.exception()  # retrieved: the waiters carry it to the callers
+        for w in self.waiters:
+            if not w.done():
+                w.set_exception(exc)
+        self.waiters.clear()
 
     def _internal_error(self, exc: BaseException) -> None:
         log.exception("execution %s: engine error", self.execution_id, exc_info=exc)
         if self.finishing:
-            if not self.done.done():
-                self.done.set_exception(exc)
+            self._resolve_failure(exc)
             return
         self._fail_execution(
             {"message": f"engine error: {type(exc).__name__}: {exc}", "code": "INTERNAL", "nodeId": ""}
@@ -369,7 +379,7 @@ class ExecutionRun:
 
         Runners are tasks that take ready runs one after another, so a chain of nodes runs in
         one task with no task creation per node; a fan-out gets one runner per ready run."""
-        if self.finishing or self.holding or self.waiting_worker:
+        if self.finishing or self.waiting_worker:
             return
         ready = len(self.ready)
         spare = self.runners - self.executing
@@ -385,7 +395,7 @@ class ExecutionRun:
         """The next runnable ready run, holding a worker slot; None when there is none (or the
         worker budget is spent: the engine pumps this execution again when a slot frees)."""
         ready = self.ready
-        while ready and not self.finishing and not self.holding:
+        while ready and not self.finishing:
             if not self.engine.take_worker_slot(self):
                 return None
             run = ready.popleft()
@@ -432,7 +442,7 @@ class ExecutionRun:
         """Nothing runs, nothing is ready, nothing waits on a commit: pause or complete."""
         if (
             self.finishing or self.executing or self.ready or self.inflight or self.work
-            or self.draining or self.top.closed or self.holding
+            or self.draining or self.top.closed or self.starting
         ):
             return
         if self.parked:
@@ -880,13 +890,16 @@ class ExecutionRun:
 
         if self.done.done():
             return
-        self.done.set_result(
-            Outcome(
-                status=self.status,
-                outputs=self.outputs if self.status == "SUCCEEDED" else {},
-                error=self.error,
-                paused_nodes=[r.parked for r in self.parked.values() if r.parked is not None],
-                variables=dict(self.variables),
-                token_usage=dict(self.token_usage) if self.token_usage else None,
-            )
+        outcome = Outcome(
+            status=self.status,
+            outputs=self.outputs if self.status == "SUCCEEDED" else {},
+            error=self.error,
+            paused_nodes=[r.parked for r in self.parked.values() if r.parked is not None],
+            variables=dict(self.variables),
+            token_usage=dict(self.token_usage) if self.token_usage else None,
         )
+        self.done.set_result(outcome)
+        for w in self.waiters:
+            if not w.done():
+                w.set_result(outcome)
+        self.waiters.clear()
