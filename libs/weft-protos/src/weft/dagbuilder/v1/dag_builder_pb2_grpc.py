@@ -59,8 +59,8 @@ class DagBuilderServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CompileWorkflow(self, request, context):
-        """Validate, then compile. An invalid workflow answers INVALID_ARGUMENT with the diagnostics
-        in the response's `diagnostics` (and a grpc-status-details-bin BadRequest).
+        """Validate, then compile. An invalid workflow is an answer, not an RPC error: `valid` is false
+        and `diagnostics` lists every problem; `dag` is set only when valid.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
