@@ -10,8 +10,10 @@ that ended while the park was being committed is claimed at once, so the two sid
 each other. A parent that ends (or is cancelled while paused) cancels its children that are
 still active, and theirs in turn.
 
-Lock order is always parent before child (``lock_parent_first``), so a child ending while its
-parent is being cancelled cannot deadlock.
+Ending an execution first locks its parent, itself and its active children in execution id
+order (``lock_family``), the order ``RenewLeases`` uses, so these transactions cannot deadlock
+with each other or with a heartbeat. (Cancelling a paused child's own children locks them after:
+only unleased, paused executions are in between, so no heartbeat holds those.)
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ __all__ = [
     "awaited_child",
     "cancel_children",
     "claim_if_child_ended",
-    "lock_parent_first",
+    "lock_family",
     "wake_parent",
 ]
 
@@ -62,8 +64,10 @@ def awaited_child(input_schema_json: str) -> str | None:
     return const if isinstance(const, str) and const else None
 
 
-async def lock_parent_first(conn: AsyncConnection, execution_id: str) -> tuple[str, str]:
-    """Lock the parent's row (if any) before the caller locks the child's; returns the link
+async def lock_family(conn: AsyncConnection, execution_id: str) -> tuple[str, str]:
+    """Before an execution ends: lock its parent, itself and its active children in one go, in
+    execution id order (the order ``RenewLeases`` locks in), so ending it cannot deadlock with a
+    worker's heartbeat or with its parent or child ending at the same time. Returns the link
     ``(parent_execution_id, parent_node_id)``, empty strings for a top-level execution."""
     row = (
         await conn.execute(
@@ -72,13 +76,24 @@ async def lock_parent_first(conn: AsyncConnection, execution_id: str) -> tuple[s
             )
         )
     ).first()
-    if row is None or not row.parent_execution_id:
+    if row is None:
         return "", ""
-    await conn.execute(
-        select(E.c.execution_id)
-        .where(E.c.execution_id == row.parent_execution_id)
-        .with_for_update()
+    ids = {execution_id}
+    if row.parent_execution_id:
+        ids.add(row.parent_execution_id)
+    children = await conn.execute(
+        select(E.c.execution_id).where(
+            E.c.parent_execution_id == execution_id, E.c.status.in_(_ACTIVE)
+        )
     )
+    ids.update(c.execution_id for c in children)
+    if len(ids) > 1:
+        await conn.execute(
+            select(E.c.execution_id)
+            .where(E.c.execution_id.in_(sorted(ids)))
+            .order_by(E.c.execution_id)
+            .with_for_update()
+        )
     return row.parent_execution_id, row.parent_node_id
 
 

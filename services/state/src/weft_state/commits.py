@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from weft_common import jsonutil
 from weft_common.errors import Conflict, NotFound
 
-from .children import Cascade, cancel_children, claim_if_child_ended, lock_parent_first, wake_parent
+from .children import Cascade, cancel_children, claim_if_child_ended, lock_family, wake_parent
 from .clock import utcnow
 from .commits_pg import FAST_COMMIT_SQL, fast_commit_args
 from .domain import (
@@ -167,7 +167,7 @@ async def _commit_general(store: StateStore, req: CommitRequest, now: datetime) 
     parent_id = parent_node_id = ""
     async with store.db.engine.begin() as conn:
         if terminal:
-            parent_id, parent_node_id = await lock_parent_first(conn, execution_id)
+            parent_id, parent_node_id = await lock_family(conn, execution_id)
         head = (
             await conn.execute(
                 update(E)

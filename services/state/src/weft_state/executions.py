@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from weft_common import jsonutil
 from weft_common.errors import InvalidArgument, NotFound
 
-from .children import Cascade, cancel_children, lock_parent_first, wake_parent
+from .children import Cascade, cancel_children, lock_family, wake_parent
 from .clock import later, utcnow
 from .domain import (
     TERMINAL_STATUSES,
@@ -222,7 +222,7 @@ async def request_cancel(
     now = utcnow()
     cascade = Cascade()
     async with store.db.engine.begin() as conn:
-        parent_id, parent_node_id = await lock_parent_first(conn, execution_id)
+        parent_id, parent_node_id = await lock_family(conn, execution_id)
         row = await store.execution_row(conn, execution_id, owner, lock=True)
         status = ExecutionStatus(row.status)
         if status in TERMINAL_STATUSES:
