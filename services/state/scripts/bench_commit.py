@@ -120,6 +120,7 @@ def start_service(database: str) -> tuple[subprocess.Popen[bytes], int]:
         if found:
             return proc, int(found.group(1))
         if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
             raise SystemExit(f"the state service did not start: {Path(log.name).read_text()}")
         time.sleep(0.05)
 
@@ -134,9 +135,10 @@ async def main() -> None:
     name = "weft_bench_" + secrets.token_hex(4)
     admin = await asyncpg.connect(ADMIN)
     await admin.execute(f'CREATE DATABASE "{name}"')
-    proc, port = start_service(name)
-    service = psutil.Process(proc.pid)
+    proc: subprocess.Popen[bytes] | None = None
     try:
+        proc, port = start_service(name)
+        service = psutil.Process(proc.pid)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = state_pb2_grpc.StateServiceStub(channel)
             wid = "bench"
@@ -170,8 +172,9 @@ async def main() -> None:
                 f"per commit; load average {os.getloadavg()[0]:.1f}"
             )
     finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=15)
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
 
