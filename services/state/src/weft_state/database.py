@@ -4,6 +4,7 @@ file) and the Alembic migrations, run programmatically at startup."""
 from __future__ import annotations
 
 import logging
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,20 +46,32 @@ class Database:
 
 
 def is_transient_error(exc: BaseException) -> bool:
-    """The database went away (restart, failover, network): retrying later will work."""
+    """Retrying later will work: the database went away (restart, failover, network), or the
+    transaction lost a race it could not win now (deadlock, serialization, a locked SQLite file)."""
     if isinstance(
         exc,
         (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, InternalClientError),
     ):
         return True
     if isinstance(exc, asyncpg.PostgresError):
-        # admin/crash shutdown, cannot connect now, connection failure/does not exist
-        return exc.sqlstate in ("57P01", "57P02", "57P03", "08006", "08003", "08001")
+        # shutdown, cannot connect now, connection lost; serialization failure, deadlock
+        return exc.sqlstate in _RETRYABLE_SQLSTATES
+    if isinstance(exc, sqlite3.OperationalError):
+        return "locked" in str(exc) or "busy" in str(exc)  # another process holds the file
     if isinstance(exc, DBAPIError):
-        return bool(exc.connection_invalidated) or (
-            exc.orig is not None and is_transient_error(exc.orig)
+        if exc.connection_invalidated:
+            return True
+        orig = exc.orig
+        return orig is not None and (
+            is_transient_error(orig)
+            or (orig.__cause__ is not None and is_transient_error(orig.__cause__))
         )
     return False
+
+
+_RETRYABLE_SQLSTATES = frozenset(
+    {"57P01", "57P02", "57P03", "08006", "08003", "08001", "40001", "40P01"}
+)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
