@@ -515,3 +515,21 @@ async def test_condition_with_no_true_branch_fires_nothing() -> None:
     done = next(e for e in run.events if e["type"] == "node:completed" and e["nodeId"] == "c")
     assert done["output"] == {"branch": None} and done["attempt"] == 1
     assert run.store.steps["c"].fired_handles == ()
+
+
+async def test_handle_api_after_the_end_and_a_cancelled_waiter(script: Script) -> None:
+    from weft_executor import Resume
+
+    script.on("w", sleep(0.05, output="ok"))
+    run = start_json(wf(W("w"), edges=[("start", "w")]))
+    impatient = asyncio.create_task(run.handle.result())
+    await asyncio.sleep(0)
+    impatient.cancel()  # a caller giving up waiting does not cancel the execution
+    outcome = await run.wait()
+    assert outcome.status == "SUCCEEDED" and outcome.outputs == {"w": "ok"}
+    assert (await run.handle.result()) is outcome  # result() again: the same outcome
+    commits = run.store.commits
+    run.handle.cancel("too late")  # no effect once finished
+    assert run.handle.resume(Resume("r", "w")) is False
+    await asyncio.sleep(0.05)
+    assert run.store.commits == commits and run.types[-1] == "execution:completed"
