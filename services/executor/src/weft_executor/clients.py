@@ -50,7 +50,7 @@ class StateClient:
     """The state service's RPCs the executor uses, with domain errors."""
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
-        self.stub = state_pb2_grpc.StateServiceStub(channel)
+        self.stub = state_pb2_grpc.StateServiceStub(channel)  # type: ignore[no-untyped-call]
 
     async def create_execution(
         self, request: state_pb2.CreateExecutionRequest
@@ -82,18 +82,19 @@ class StateClient:
     async def get_execution(self, execution_id: str, owner: str = "") -> workflow_pb2.Execution:
         request = state_pb2.GetExecutionRequest(execution_id=execution_id, owner=owner)
         response = await call(self.stub.GetExecution(request, timeout=10))
-        return response.execution
+        execution: workflow_pb2.Execution = response.execution
+        return execution
 
     async def enqueue_resume(self, request: state_pb2.EnqueueResumeRequest) -> str:
         response = await call(self.stub.EnqueueResume(request, timeout=10))
-        return response.resume_id
+        return str(response.resume_id)
 
     async def request_cancel(
         self, *, execution_id: str, reason: str, owner: str = ""
-    ) -> workflow_pb2.ExecutionStatus.ValueType:
+    ) -> int:
         request = state_pb2.RequestCancelRequest(execution_id=execution_id, reason=reason, owner=owner)
         response = await call(self.stub.RequestCancel(request, timeout=10))
-        return response.status
+        return int(response.status)
 
     async def stream_events(
         self, *, execution_id: str, after_seq: int, owner: str = ""
@@ -146,7 +147,7 @@ class DagBuilderClient:
     """Compiles inline definitions through the dag-builder service."""
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
-        self.stub = dag_builder_pb2_grpc.DagBuilderServiceStub(channel)
+        self.stub = dag_builder_pb2_grpc.DagBuilderServiceStub(channel)  # type: ignore[no-untyped-call]
 
     async def compile(self, workflow: workflow_pb2.WorkflowDefinition) -> workflow_pb2.CompiledDag:
         """The compiled DAG; an invalid workflow raises ``InvalidArgument`` whose details hold
@@ -162,7 +163,8 @@ class DagBuilderClient:
             raise InvalidArgument(
                 f"invalid workflow: {first}", details={"diagnostics": diagnostics}
             )
-        return response.dag
+        dag: workflow_pb2.CompiledDag = response.dag
+        return dag
 
 
 def _diagnostic_json(d: workflow_pb2.Diagnostic) -> dict[str, str]:

@@ -36,7 +36,7 @@ class ExecutorService:
         self.grpc = GrpcServer(
             settings=settings,
             service_names=[SERVICE_NAME],
-            register=lambda server: executor_pb2_grpc.add_ExecutorServiceServicer_to_server(
+            register=lambda server: executor_pb2_grpc.add_ExecutorServiceServicer_to_server(  # type: ignore[no-untyped-call]
                 servicer, server
             ),
         )

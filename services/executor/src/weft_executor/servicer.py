@@ -21,7 +21,7 @@ from .worker import Worker
 __all__ = ["ExecutorServicer"]
 
 
-class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):  # type: ignore[misc]
+class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
     def __init__(self, clients: ServiceClients, worker: Worker) -> None:
         self.clients = clients
         self.worker = worker

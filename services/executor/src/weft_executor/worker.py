@@ -387,16 +387,18 @@ class Worker:
                     self._lose(run, "lease expired while the state service was unreachable")
             return
         self._last_renewed = time.monotonic()
+        # The answer is about the leases sent: a run started since (a new lease) is not lost.
+        sent = {r.execution_id: r for r in runs}
         for execution_id in response.lost_execution_ids:
-            run = self._running.get(execution_id)
-            if run is not None:
-                self._lose(run, "lease lost")
+            lost = sent.get(execution_id)
+            if lost is not None:
+                self._lose(lost, "lease lost")
         for execution_id in response.cancel_execution_ids:
             self.cancel_local(execution_id)
         for execution_id in response.resumed_execution_ids:
-            run = self._running.get(execution_id)
-            if run is not None and run.handle is not None and not run.refreshing:
-                task = asyncio.create_task(self._refresh_resumes(run))
+            resumed = sent.get(execution_id)
+            if resumed is not None and resumed.handle is not None and not resumed.refreshing:
+                task = asyncio.create_task(self._refresh_resumes(resumed))
                 self._aux.add(task)
                 task.add_done_callback(self._aux.discard)
 
