@@ -428,3 +428,14 @@ async def test_parallel_over_an_object_with_a_router_in_the_body() -> None:
     routed = {e["scope"][0]["index"]: e["output"]["route"] for e in run.events
               if e["type"] == "node:completed" and e["nodeId"] == "r"}
     assert routed == {0: "dear", 1: "cheap"}
+
+
+async def test_results_over_the_output_limit_fail_the_container_routably() -> None:
+    run = await run_json(
+        wf(P("p", kind="count", count=3), T("big", "$pad('', 400, 'x')", parent="p"),
+           T("why", "p.error.code"), edges=[("start", "p"), ("p", "why", "error")]),
+        max_output_bytes=1000,
+    )
+    assert run.outcome.outputs == {"why": "OUTPUT_TOO_LARGE"}
+    assert sum(1 for e in run.events if e["type"] == "node:completed" and e["nodeId"] == "big") == 3
+    assert trace(run.events)[-4:-2] == ["node:error p", "node:started why"]
