@@ -95,3 +95,51 @@ async def test_stalled_worker_is_fenced_and_the_run_taken_over(
     # The side effect was requested again by the new holder, with the same idempotency key.
     assert upstream.snapshot()[f"{execution_id}:charge"] == 2
     assert second.worker.running_count == 0
+
+
+async def test_graceful_stop_hands_running_executions_over_at_once(
+    executor_backends: Backends,
+) -> None:
+    """A worker stopped with SIGTERM gives its leases back: another worker continues the runs
+    from their last commit right away, not after the lease expiry."""
+    stack = await start_stack(
+        await executor_backends.new("postgres"), executors=2, lease_ms=20_000, heartbeat_ms=500
+    )
+    try:
+        workflow = {
+            "id": "nap",
+            "nodes": [
+                {"id": "start", "type": "start"},
+                {"id": "first", "type": "transform", "config": {"expression": "input.n + 1"}},
+                {"id": "nap", "type": "wait", "config": {"durationMs": 1500}},
+                {"id": "out", "type": "output", "config": {"value": "{{first}}"}},
+            ],
+            "edges": [
+                {"source": "start", "target": "first"},
+                {"source": "first", "target": "nap"},
+                {"source": "nap", "target": "out"},
+            ],
+        }
+        started = await stack.start(workflow, {"n": 1}, via=0)
+        execution_id = started.execution_id
+        leaving, staying = stack.executors
+        assert leaving.worker.holds(execution_id)
+        deadline = time.monotonic() + 10
+        while (await stack.execution(execution_id)).last_seq < 6:  # the wait node has started
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        t0 = time.monotonic()
+        await leaving.stop()
+        stack.executors.remove(leaving)
+        done = await stack.wait_status(execution_id, "SUCCEEDED", "FAILED", within=15)
+        handed_over_in = time.monotonic() - t0
+        assert outputs(done) == {"out": 2}
+        # Well under the 20 s lease: the lease was released, not left to expire.
+        assert handed_over_in < 10, handed_over_in
+        events = await stack.events(execution_id, via=1)
+        check_log(events)
+        assert [e["nodeId"] for e in events if e["type"] == "node:completed"] == [
+            "start", "first", "nap", "out",
+        ]
+    finally:
+        await stack.stop()

@@ -292,6 +292,10 @@ class Worker:
     async def _open_runs(self, execution: workflow_pb2.Execution) -> set[str]:
         """Node runs whose ``node:started`` is in the log without an end (a crashed worker's
         runs in flight, parked approvals): they run on without a second ``node:started``."""
+        if execution.status == workflow_pb2.EXECUTION_STATUS_PAUSED:
+            # Paused cleanly: everything else had finished before the pause was committed, so
+            # the parked runs are the only open ones; no need to read the log.
+            return {scope_key(p.node_id, scope_from_proto(p.scope)) for p in execution.paused_nodes}
         balance: dict[str, int] = {}
         async for event in self.state.stream_events(
             execution_id=execution.execution_id, after_seq=0
