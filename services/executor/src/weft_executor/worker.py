@@ -362,6 +362,11 @@ class Worker:
                 log.warning("claiming executions failed: %s", exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
+            except Exception:
+                # The loop must outlive any surprise, or this worker silently stops taking work.
+                log.exception("claim loop error")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
 
     # -- heartbeat -------------------------------------------------------------------------------
 
@@ -369,7 +374,10 @@ class Worker:
         interval = self.settings.heartbeat_ms / 1000
         while not self._stopping:
             await asyncio.sleep(interval)
-            await self.heartbeat()
+            try:
+                await self.heartbeat()
+            except Exception:
+                log.exception("heartbeat error")
 
     async def heartbeat(self) -> None:
         """Renew every lease held here and act on what the state service reports."""
