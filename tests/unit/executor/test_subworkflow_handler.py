@@ -361,3 +361,29 @@ async def test_lineage_of_a_runaway_chain_is_over_the_limit() -> None:
     depth, _ = await children.lineage("e0")
     assert depth > 4
     assert state.lookups <= 6
+
+
+async def test_state_service_blips_are_retried_but_real_errors_are_not() -> None:
+    from weft_common.errors import Unavailable
+
+    class Flaky(ChainState):
+        def __init__(self) -> None:
+            super().__init__({})
+            self.failures = 2
+
+        async def get_execution(self, execution_id: str) -> Any:
+            if execution_id == "gone":
+                self.lookups += 1
+                raise NotFound("execution 'gone' not found")
+            if self.failures:
+                self.failures -= 1
+                raise Unavailable("state service restarting")
+            return await super().get_execution(execution_id)
+
+    state = Flaky()
+    children = ChildExecutions(ExecutorSettings(lease_ms=5000), state)  # type: ignore[arg-type]
+    outcome = await children.outcome("kid")
+    assert outcome.execution_id == "kid" and state.failures == 0
+    with pytest.raises(NotFound):
+        await children.outcome("gone")
+    assert state.lookups == 2  # one successful read, one NOT_FOUND: no retry of the latter

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from weft.state.v1 import state_pb2
 from weft.workflow.v1 import workflow_pb2
 from weft_common import jsonutil
-from weft_common.errors import WeftError
+from weft_common.errors import DeadlineExceeded, Unavailable, WeftError
 
 from .settings import ExecutorSettings
 
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TERMINAL", "ChildExecutions", "ChildOutcome", "child_key"]
 
+T = TypeVar("T")
 log = logging.getLogger("weft.executor.subworkflows")
 
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
@@ -40,6 +43,9 @@ _STOP_EVENTS = frozenset(
     {"execution:completed", "execution:failed", "execution:cancelled", "execution:paused"}
 )
 _LINEAGE_CACHE = 4096
+# Worth another try: the state service restarting or briefly unreachable (plain WeftError is
+# INTERNAL/UNKNOWN on the way). Every call retried here is idempotent.
+_TRANSIENT = (Unavailable, DeadlineExceeded)
 
 
 def child_key(idempotency_key: str, attempt: int) -> str:
@@ -108,6 +114,25 @@ class ChildExecutions:
         # execution id -> (depth, owner); children started here are known without a lookup.
         self._lineage: OrderedDict[str, tuple[int, str]] = OrderedDict()
 
+    async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()``, again after a transient failure, for up to one lease period (the parent's
+        own commits give up after that too)."""
+        deadline = time.monotonic() + self.settings.lease_ms / 1000
+        delay = 0.1
+        while True:
+            try:
+                return await call()
+            except WeftError as exc:
+                transient = isinstance(exc, _TRANSIENT) or type(exc) is WeftError
+                if not transient or time.monotonic() + delay > deadline:
+                    raise
+                log.info("state service call failed (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _get(self, execution_id: str) -> workflow_pb2.Execution:
+        return await self._retrying(lambda: self.state.get_execution(execution_id))
+
     # -- lineage --------------------------------------------------------------------------------
 
     def _remember(self, execution_id: str, depth: int, owner: str) -> None:
@@ -126,7 +151,7 @@ class ChildExecutions:
         current = execution_id
         top_depth = self.settings.max_subworkflow_depth + 1  # a runaway chain: over the limit
         for _ in range(self.settings.max_subworkflow_depth + 2):
-            execution = await self.state.get_execution(current)
+            execution = await self._get(current)
             chain.append((current, execution.owner))
             parent = execution.parent_execution_id
             if not parent:
@@ -175,7 +200,7 @@ class ChildExecutions:
             assert worker is not None
             request.claim_worker_id = worker.worker_id
         try:
-            response = await self.state.create_execution(request)
+            response = await self._retrying(lambda: self.state.create_execution(request))
         except BaseException:
             if reserved:
                 assert worker is not None
@@ -193,12 +218,12 @@ class ChildExecutions:
     # -- watching -------------------------------------------------------------------------------
 
     async def outcome(self, execution_id: str) -> ChildOutcome:
-        return outcome_from_proto(await self.state.get_execution(execution_id))
+        return outcome_from_proto(await self._get(execution_id))
 
     async def wait(self, execution_id: str, *, within_s: float) -> ChildOutcome:
         """Follow the child until it ends or pauses, for at most ``within_s``; then where it
         stands (still RUNNING when the time ran out)."""
-        execution = await self.state.get_execution(execution_id)
+        execution = await self._get(execution_id)
         outcome = outcome_from_proto(execution)
         if outcome.ended or outcome.status == "PAUSED":
             return outcome
@@ -225,7 +250,9 @@ class ChildExecutions:
         """Cancel a child (best effort: the state service also cancels children of a parent
         that ends)."""
         try:
-            await self.state.request_cancel(execution_id=execution_id, reason=reason)
+            await self._retrying(
+                lambda: self.state.request_cancel(execution_id=execution_id, reason=reason)
+            )
         except WeftError as exc:
             log.info("cancelling child execution %s failed: %s", execution_id, exc)
             return
