@@ -15,6 +15,10 @@ by the worker and committed with one ``CommitStep`` per step (grouped when steps
 2. Durable executions per second: a 10-node workflow with forks and joins, 20 in flight, counted
    when the final commit is durable (target >= 150/s).
 
+For context it also prints the median ``CommitStep`` round trip seen by the executor during the
+chain, and the median latency of a bare one-row INSERT + COMMIT on the same PostgreSQL server (the
+WAL flush every durable step pays; on a slow or busy disk it dominates the per-node time).
+
 The machine has 2 cores shared with other work: numbers are noisy; each figure is a median or
 the best of repeats.
 """
@@ -46,6 +50,7 @@ from weft_common.compiled import dag_to_proto
 from weft_common.workflow import definition_from_json, definition_to_proto
 from weft_executor.server import ExecutorService
 from weft_executor.settings import ExecutorSettings
+from weft_executor.state_store import StateExecutionStore
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -175,6 +180,42 @@ class Harness:
         return (stamps["execution:completed"] - stamps["execution:started"]).total_seconds()
 
 
+class CommitTimer:
+    """Times every ``StateExecutionStore.write`` (one CommitStep round trip each)."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self._write = StateExecutionStore.write
+        timer = self
+
+        async def timed_write(store: StateExecutionStore, commit: Any) -> None:
+            t0 = time.perf_counter()
+            await timer._write(store, commit)
+            timer.samples.append(time.perf_counter() - t0)
+
+        StateExecutionStore.write = timed_write  # type: ignore[method-assign]
+
+    def median_ms(self) -> float:
+        return statistics.median(self.samples) * 1000 if self.samples else 0.0
+
+
+async def bare_commit_ms(database: str, n: int = 200) -> float:
+    """Median of a one-row INSERT + COMMIT on the server (the WAL flush floor)."""
+    conn = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:5432/{database}")
+    try:
+        await conn.execute("CREATE TABLE bench_bare_commit (id serial PRIMARY KEY, v text)")
+        samples = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            async with conn.transaction():
+                await conn.execute("INSERT INTO bench_bare_commit (v) VALUES ($1)", "x" * 200)
+            samples.append(time.perf_counter() - t0)
+        await conn.execute("DROP TABLE bench_bare_commit")
+    finally:
+        await conn.close()
+    return statistics.median(samples) * 1000
+
+
 async def memory_chain_per_node(repeats: int) -> float:
     dag = compile_json(chain_workflow(CHAIN))
     engine = make_engine()
@@ -242,8 +283,11 @@ async def main(quick: bool) -> None:
         state.start()
         mem_node = await memory_chain_per_node(repeats)
         mem_rate = await memory_throughput(total, 20)
+        bare_ms = await bare_commit_ms(database)
         async with Harness(state.port) as h:
+            timer = CommitTimer()
             dur_node = await durable_chain_per_node(h, repeats)
+            commit_ms = timer.median_ms()
             dur_rate = await durable_throughput(h, total, 20, repeats)
     finally:
         state.stop()
@@ -259,6 +303,8 @@ async def main(quick: bool) -> None:
             },
             "chain_200_per_node_durable": {"value": dur_node * 1000, "unit": "ms"},
             "chain_200_per_node_in_memory": {"value": mem_node * 1000, "unit": "ms"},
+            "chain_200_commit_step_round_trip_median": {"value": commit_ms, "unit": "ms"},
+            "postgres_bare_insert_commit_median": {"value": bare_ms, "unit": "ms"},
             "durable_executions_per_s_10_nodes_20_in_flight": {
                 "value": dur_rate, "unit": "/s", "target": ">= 150", "ok": dur_rate >= 150,
                 "ratio": dur_rate / mem_rate, "ratio_of": "durable/in-memory",
