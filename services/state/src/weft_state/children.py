@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from weft_common import jsonutil
@@ -32,6 +32,7 @@ from .store import ACTIVE_STATUSES, PAUSE_CLAIMED, PAUSE_OPEN, E, P
 
 __all__ = [
     "Cascade",
+    "Family",
     "awaited_child",
     "cancel_children",
     "claim_if_child_ended",
@@ -64,37 +65,54 @@ def awaited_child(input_schema_json: str) -> str | None:
     return const if isinstance(const, str) and const else None
 
 
-async def lock_family(conn: AsyncConnection, execution_id: str) -> tuple[str, str]:
-    """Before an execution ends: lock its parent, itself and its active children in one go, in
-    execution id order (the order ``RenewLeases`` locks in), so ending it cannot deadlock with a
-    worker's heartbeat or with its parent or child ending at the same time. Returns the link
-    ``(parent_execution_id, parent_node_id)``, empty strings for a top-level execution."""
-    row = (
-        await conn.execute(
-            select(E.c.parent_execution_id, E.c.parent_node_id).where(
-                E.c.execution_id == execution_id
-            )
-        )
-    ).first()
-    if row is None:
-        return "", ""
-    ids = {execution_id}
-    if row.parent_execution_id:
-        ids.add(row.parent_execution_id)
-    children = await conn.execute(
-        select(E.c.execution_id).where(
-            E.c.parent_execution_id == execution_id, E.c.status.in_(_ACTIVE)
-        )
+@dataclass(frozen=True, slots=True)
+class Family:
+    """An execution's parent link and its active children, locked by ``lock_family``."""
+
+    parent_id: str = ""
+    parent_node_id: str = ""
+    parent_status: str = ""
+    children: tuple[str, ...] = ()
+
+
+async def lock_family(conn: AsyncConnection, execution_id: str) -> Family:
+    """Before an execution ends: lock its parent, itself and its active children in ONE
+    statement, in execution id order (the order ``RenewLeases`` locks in), so ending it cannot
+    deadlock with a worker's heartbeat or with its parent or child ending at the same time."""
+    parent_link = (
+        select(E.c.parent_execution_id).where(E.c.execution_id == execution_id).scalar_subquery()
     )
-    ids.update(c.execution_id for c in children)
-    if len(ids) > 1:
+    rows = list(
         await conn.execute(
-            select(E.c.execution_id)
-            .where(E.c.execution_id.in_(sorted(ids)))
+            select(E.c.execution_id, E.c.parent_execution_id, E.c.parent_node_id, E.c.status)
+            .where(
+                or_(
+                    E.c.execution_id == execution_id,
+                    E.c.execution_id == parent_link,
+                    and_(E.c.parent_execution_id == execution_id, E.c.status.in_(_ACTIVE)),
+                )
+            )
             .order_by(E.c.execution_id)
             .with_for_update()
         )
-    return row.parent_execution_id, row.parent_node_id
+    )
+    me = next((r for r in rows if r.execution_id == execution_id), None)
+    if me is None:
+        return Family()
+    parent = next(
+        (r for r in rows if me.parent_execution_id and r.execution_id == me.parent_execution_id),
+        None,
+    )
+    return Family(
+        parent_id=me.parent_execution_id,
+        parent_node_id=me.parent_node_id,
+        parent_status=parent.status if parent is not None else "",
+        children=tuple(
+            r.execution_id
+            for r in rows
+            if r.parent_execution_id == execution_id and r.execution_id != execution_id
+        ),
+    )
 
 
 async def _claim(
@@ -123,26 +141,16 @@ async def _claim(
 
 
 async def wake_parent(
-    conn: AsyncConnection,
-    *,
-    child_id: str,
-    parent_id: str,
-    parent_node_id: str,
-    status: str,
-    now: datetime,
+    conn: AsyncConnection, family: Family, *, child_id: str, status: str, now: datetime
 ) -> bool:
     """The child ended: claim the parent's pause waiting for it. True when one was claimed."""
-    if not parent_id:
-        return False
-    parent_status = (
-        await conn.execute(select(E.c.status).where(E.c.execution_id == parent_id))
-    ).scalar()
-    if parent_status is None or parent_status in _TERMINAL:
+    parent_id = family.parent_id
+    if not parent_id or not family.parent_status or family.parent_status in _TERMINAL:
         return False
     pauses = await conn.execute(
         select(P.c.id, P.c.input_schema_json).where(
             P.c.execution_id == parent_id,
-            P.c.node_id == parent_node_id,
+            P.c.node_id == family.parent_node_id,
             P.c.state == PAUSE_OPEN,
         )
     )
@@ -184,11 +192,20 @@ async def claim_if_child_ended(
 
 
 async def cancel_children(
-    conn: AsyncConnection, parent_id: str, reason: str, now: datetime, cascade: Cascade
+    conn: AsyncConnection,
+    parent_id: str,
+    reason: str,
+    now: datetime,
+    cascade: Cascade,
+    known: tuple[str, ...] | None = None,
 ) -> None:
     """Cancel the active children of ``parent_id`` (and theirs): a paused or unleased one here at
-    once, a running one through its worker (``cancel_requested``, seen at its next heartbeat)."""
+    once, a running one through its worker (``cancel_requested``, seen at its next heartbeat).
+    ``known``: the active children ``lock_family`` found (none: nothing to read)."""
     from .executions import cancel_now  # the cancellation itself lives with the executions
+
+    if known == ():
+        return
 
     children = list(
         await conn.execute(

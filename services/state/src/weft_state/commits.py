@@ -22,7 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from weft_common import jsonutil
 from weft_common.errors import Conflict, NotFound
 
-from .children import Cascade, cancel_children, claim_if_child_ended, lock_family, wake_parent
+from .children import (
+    Cascade,
+    Family,
+    cancel_children,
+    claim_if_child_ended,
+    lock_family,
+    wake_parent,
+)
 from .clock import utcnow
 from .commits_pg import FAST_COMMIT_SQL, fast_commit_args
 from .domain import (
@@ -164,10 +171,10 @@ async def _commit_general(store: StateStore, req: CommitRequest, now: datetime) 
 
     terminal = status is not None and status in TERMINAL_STATUSES
     cascade = Cascade()
-    parent_id = parent_node_id = ""
+    family = Family()
     async with store.db.engine.begin() as conn:
         if terminal:
-            parent_id, parent_node_id = await lock_family(conn, execution_id)
+            family = await lock_family(conn, execution_id)
         head = (
             await conn.execute(
                 update(E)
@@ -209,14 +216,10 @@ async def _commit_general(store: StateStore, req: CommitRequest, now: datetime) 
                 f"parent execution {execution_id} {status.value.lower()}",
                 now,
                 cascade,
+                family.children,
             )
             cascade.notify |= await wake_parent(
-                conn,
-                child_id=execution_id,
-                parent_id=parent_id,
-                parent_node_id=parent_node_id,
-                status=status.value,
-                now=now,
+                conn, family, child_id=execution_id, status=status.value, now=now
             )
     _after_commit(store, req, events)
     for child_id, child_events in cascade.published:

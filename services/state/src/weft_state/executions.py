@@ -222,7 +222,7 @@ async def request_cancel(
     now = utcnow()
     cascade = Cascade()
     async with store.db.engine.begin() as conn:
-        parent_id, parent_node_id = await lock_family(conn, execution_id)
+        family = await lock_family(conn, execution_id)
         row = await store.execution_row(conn, execution_id, owner, lock=True)
         status = ExecutionStatus(row.status)
         if status in TERMINAL_STATUSES:
@@ -243,12 +243,13 @@ async def request_cancel(
             events = await cancel_now(conn, row, reason, now)
             notify, new_status = False, ExecutionStatus.CANCELLED
             # Sub-workflows: its children go with it; a parent waiting on it wakes up.
-            await cancel_children(conn, execution_id, reason or "parent cancelled", now, cascade)
+            await cancel_children(
+                conn, execution_id, reason or "parent cancelled", now, cascade, family.children
+            )
             if await wake_parent(
                 conn,
+                family,
                 child_id=execution_id,
-                parent_id=parent_id,
-                parent_node_id=parent_node_id,
                 status=ExecutionStatus.CANCELLED.value,
                 now=now,
             ):
