@@ -387,3 +387,14 @@ async def test_state_service_blips_are_retried_but_real_errors_are_not() -> None
     with pytest.raises(NotFound):
         await children.outcome("gone")
     assert state.lookups == 2  # one successful read, one NOT_FOUND: no retry of the latter
+
+
+def test_child_keys_stay_within_the_state_service_limit() -> None:
+    from weft_executor.subworkflows import child_key
+
+    assert child_key("ex-1:sub", 2) == "subworkflow:ex-1:sub:2"
+    deep = "ex-1:sub" + "".join(f"@loop{i}.{i * 1000}" for i in range(40))
+    key = child_key(deep, 1)
+    assert len(key) <= 200 and key.endswith(":1")
+    assert key == child_key(deep, 1) != child_key(deep, 2)
+    assert child_key(deep + "x", 1) != key

@@ -15,6 +15,7 @@ by the state service inside the transaction that ends an execution (``weft_state
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections import OrderedDict
@@ -43,14 +44,21 @@ _STOP_EVENTS = frozenset(
     {"execution:completed", "execution:failed", "execution:cancelled", "execution:paused"}
 )
 _LINEAGE_CACHE = 4096
+_MAX_KEY = 200  # the state service stores idempotency keys of up to 255 characters
 # Worth another try: the state service restarting or briefly unreachable (plain WeftError is
 # INTERNAL/UNKNOWN on the way). Every call retried here is idempotent.
 _TRANSIENT = (Unavailable, DeadlineExceeded)
 
 
 def child_key(idempotency_key: str, attempt: int) -> str:
-    """The idempotency key of the child a node run's ``attempt`` starts (same after a crash)."""
-    return f"subworkflow:{idempotency_key}:{attempt}"
+    """The idempotency key of the child a node run's ``attempt`` starts (same after a crash).
+    Readable when short; a node deep in nested containers has a long run key, hashed to fit
+    the state service's key column."""
+    key = f"subworkflow:{idempotency_key}:{attempt}"
+    if len(key) <= _MAX_KEY:
+        return key
+    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
+    return f"subworkflow:{digest}:{attempt}"
 
 
 def _status_name(value: int) -> str:
