@@ -6,6 +6,7 @@ import asyncio
 
 from weft_common.grpc_server import run_until_signal
 from weft_common.logging_setup import setup_logging
+from weft_common.telemetry import setup_telemetry
 
 from .server import ExecutorService
 from .settings import ExecutorSettings
@@ -14,6 +15,7 @@ from .settings import ExecutorSettings
 def main() -> None:
     settings = ExecutorSettings()
     setup_logging(settings.log_level, json_lines=settings.log_json, service="executor")
+    setup_telemetry("weft-executor", settings)
 
     async def run() -> None:
         service = ExecutorService(settings)

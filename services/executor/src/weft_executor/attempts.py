@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .frames import Frame, NodeRun
 from .handlers.base import HANDLERS, NodeContext, NodeFailure, NodeResult, Resolver
 from .outputs import check_output_size
+from .tracing import run_attempt
 
 if TYPE_CHECKING:
     from .execution import ExecutionRun
@@ -65,11 +66,7 @@ async def run_attempts(ex: ExecutionRun, run: NodeRun) -> NodeResult | NodeFailu
             ctx.extras["started_at"] = run.started_at
         chunks_before = run.chunks
         try:
-            if timeout is None:
-                result = await handler.execute(ctx)
-            else:
-                async with asyncio.timeout(timeout):
-                    result = await handler.execute(ctx)
+            result = await run_attempt(handler, ctx, timeout)  # in the node's span
             if result.pause is None:
                 check_output_size(node.id, result.output, ex.max_output)
             return result

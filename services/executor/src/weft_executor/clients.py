@@ -25,8 +25,8 @@ from weft_common.errors import (
     WeftError,
     from_rpc_error,
 )
-from weft_common.grpc_server import channel_options
 from weft_common.settings import CommonSettings
+from weft_common.telemetry_grpc import instrumented_channel
 
 __all__ = ["DagBuilderClient", "ServiceClients", "StateClient", "call"]
 
@@ -182,9 +182,9 @@ class ServiceClients:
     """Channels to the state service and the dag-builder, opened once per process."""
 
     def __init__(self, settings: CommonSettings) -> None:
-        options = channel_options(settings)
-        self._state_channel = grpc.aio.insecure_channel(settings.state_addr, options=options)
-        self._dag_channel = grpc.aio.insecure_channel(settings.dag_builder_addr, options=options)
+        # Trace context (traceparent) rides along every call when telemetry is on.
+        self._state_channel = instrumented_channel(settings.state_addr, settings)
+        self._dag_channel = instrumented_channel(settings.dag_builder_addr, settings)
         self.state = StateClient(self._state_channel)
         self.dag_builder = DagBuilderClient(self._dag_channel)
 

@@ -38,6 +38,7 @@ from .records import (
     scope_json,
     scope_key,
 )
+from .tracing import count_finished, trace_step, track_run
 
 if TYPE_CHECKING:
     from .containers import ContainerRun
@@ -121,6 +122,7 @@ class ExecutionRun:
         loop = asyncio.get_running_loop()
         self.loop = loop
         self.done: asyncio.Future[Outcome] = loop.create_future()
+        track_run(self)  # the ready-queue gauge reads len(self.ready) when collected
         # result() callers, resolved directly (no shield hop): one loop iteration, not two.
         self.waiters: list[asyncio.Future[Outcome]] = []
 
@@ -141,6 +143,9 @@ class ExecutionRun:
                 self.journal.control(
                     ControlUpdate(status="RUNNING", variables=dict(self.variables))
                 )
+                # This run's trace context, for a later resume's span link (rides along too).
+                if (traced := trace_step(self.dag.start_node)) is not None:
+                    self.journal.step(traced)
             starts: list[NodeRun] = []
             self.enter_frame(self.top, starts)
             self.flush_starts(starts)
@@ -855,6 +860,7 @@ class ExecutionRun:
         )
 
     def _finalize(self, control: ControlUpdate) -> None:
+        count_finished(control.status or "")
         for timer in self.wake_timers.values():
             timer.cancel()
         self.wake_timers.clear()

@@ -16,6 +16,7 @@ from weft_common.errors import InvalidArgument
 
 from .clients import ServiceClients
 from .convert import resume_from_proto
+from .tracing import remember_start_context
 from .worker import Worker
 
 __all__ = ["ExecutorServicer"]
@@ -57,6 +58,8 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
             if reserved:
                 self.worker.unreserve()
             raise
+        if not response.existing:
+            remember_start_context(response.execution_id)  # its first run joins this trace
         if reserved:
             if response.HasField("lease") and response.lease.token:
                 self.worker.run_leased(response.lease, reserved=True)

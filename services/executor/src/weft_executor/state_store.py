@@ -24,6 +24,7 @@ from weft_common.errors import Conflict, from_rpc_error
 
 from .convert import commit_to_request
 from .records import Commit
+from .tracing import record_commit
 
 __all__ = ["StateExecutionStore"]
 
@@ -75,6 +76,7 @@ class StateExecutionStore:
         if self._fenced:
             raise Conflict(f"execution {self.lease.execution_id}: {self._fenced}")
         request = commit_to_request(commit, lease=self.lease, expected_version=self.version)
+        started = time.perf_counter()
         deadline = time.monotonic() + self._retry_budget_s
         delay = 0.05
         retried = False
@@ -106,6 +108,7 @@ class StateExecutionStore:
             self.lease.execution_id, response.version, self.lease.token[:8], self.lease.worker_id,
             len(commit.steps), len(commit.events),
         )
+        record_commit(time.perf_counter() - started)
         self.version = response.version
         if response.last_seq:
             self.last_seq = response.last_seq

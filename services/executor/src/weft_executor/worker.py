@@ -39,6 +39,7 @@ from .engine import Engine, Resume, RunHandle
 from .records import scope_key
 from .settings import ExecutorSettings
 from .state_store import StateExecutionStore
+from .tracing import begin_execution_run, end_execution_run, stored_traceparent_json
 
 __all__ = ["Worker", "default_worker_id"]
 
@@ -182,6 +183,7 @@ class Worker:
         except Exception:
             log.exception("execution %s: worker failed to run it", run.execution_id)
         finally:
+            end_execution_run()
             if self._running.get(run.execution_id) is run:
                 del self._running[run.execution_id]
             self._capacity.set()
@@ -214,6 +216,10 @@ class Worker:
             len(loaded.resumes), len(open_runs),
         )
         resumes = [resume_from_proto(r) for r in loaded.resumes]
+        begin_execution_run(  # ended in _run: node runs and commits nest under this run's span
+            execution.execution_id, loaded.dag.workflow_id, first_run=not continuing,
+            stored_traceparent=stored_traceparent_json(loaded.steps),
+        )
         run.delivered.update(r.resume_id for r in loaded.resumes)
         handle = self.engine.start(
             execution_id=execution.execution_id,

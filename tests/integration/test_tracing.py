@@ -1,0 +1,335 @@
+"""One execution through the whole stack is ONE trace: the gateway's HTTP span, the gRPC hops to
+the executor, dag-builder and state service, the SQL statements, the execution span with its node
+spans, and the outbound HTTP request of an ``http`` node, whose ``traceparent`` the upstream
+receives. A paused execution resumed later links its new trace to the first one.
+
+All four services run in this process on free ports with the in-memory test exporter, the way
+``weft up`` runs them (one provider for the process; spans are told apart by ``rpc.service``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from helpers.db import (
+    REDIS_URL,
+    Backend,
+    check_redis,
+    create_postgres_database,
+    drop_postgres_database,
+    flush_redis_prefix,
+    postgres_url,
+    random_name,
+)
+from helpers.http_server import HttpTestServer
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind
+
+from weft_common.telemetry import TestTelemetry, telemetry_for_tests
+from weft_dag_builder.server import serve as serve_dag_builder
+from weft_dag_builder.settings import DagBuilderSettings
+from weft_executor.server import serve as serve_executor
+from weft_executor.settings import ExecutorSettings
+from weft_state.server import serve as serve_state
+from weft_state.settings import StateSettings
+from weft_stream_gateway.server import serve as serve_gateway
+from weft_stream_gateway.settings import GatewaySettings
+
+EXECUTOR = "weft.executor.v1.ExecutorService"
+STATE = "weft.state.v1.StateService"
+DAG_BUILDER = "weft.dagbuilder.v1.DagBuilderService"
+
+
+@dataclass
+class Stack:
+    gateway_url: str
+    services: list[Any]
+
+    async def stop(self) -> None:
+        for service in reversed(self.services):
+            await service.stop()
+
+
+@pytest.fixture
+def tel() -> Iterator[TestTelemetry]:
+    t = telemetry_for_tests()  # before the services start: their channels pick interceptors then
+    yield t
+    t.stop()
+
+
+@pytest.fixture
+def upstream() -> Iterator[HttpTestServer]:
+    with HttpTestServer() as server:
+        yield server
+
+
+@pytest.fixture
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    if request.param == "sqlite":
+        yield Backend("sqlite", f"sqlite+aiosqlite:///{tmp_path / 'weft.db'}", "")
+        return
+    try:
+        await check_redis()
+        database = await create_postgres_database(random_name("weft_trace_"))
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    prefix = random_name("weft_trace_") + ":"
+    yield Backend("postgres", postgres_url(database), REDIS_URL, prefix)
+    await drop_postgres_database(database)
+    await flush_redis_prefix(prefix)
+
+
+@pytest.fixture
+async def stack(tel: TestTelemetry, backend: Backend) -> AsyncIterator[Stack]:
+    grace = {"grpc_shutdown_grace_s": 0.5}
+    state = await serve_state(
+        StateSettings(
+            port=0,
+            database_url=backend.database_url,
+            redis_url=backend.redis_url,
+            redis_prefix=backend.redis_prefix,
+            stream_poll_ms=300,
+            claim_poll_ms=50,
+            **grace,
+        )
+    )
+    dag_builder = await serve_dag_builder(DagBuilderSettings(port=0, **grace))
+    addrs = {
+        "state_addr": f"127.0.0.1:{state.port}",
+        "dag_builder_addr": f"127.0.0.1:{dag_builder.port}",
+    }
+    executor = await serve_executor(
+        ExecutorSettings(
+            port=0,
+            lease_ms=3000,
+            heartbeat_ms=300,
+            claim_poll_ms=250,
+            http_allow_private=True,
+            **addrs,
+            **grace,
+        )
+    )
+    gateway = await serve_gateway(
+        GatewaySettings(
+            embedded=True,
+            http_host="127.0.0.1",
+            http_port=0,
+            api_tokens="",
+            sse_heartbeat_s=0.2,
+            executor_addr=f"127.0.0.1:{executor.port}",
+            **addrs,
+        )
+    )
+    running = Stack(f"http://127.0.0.1:{gateway.port}", [state, dag_builder, executor, gateway])
+    yield running
+    await running.stop()
+
+
+async def _wait_status(
+    client: httpx.AsyncClient, execution_id: str, *statuses: str
+) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    for _ in range(300):
+        body = (await client.get(f"/v1/executions/{execution_id}")).json()
+        if body.get("status") in statuses:
+            return body
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"execution {execution_id} never reached {statuses}: {body}")
+
+
+async def _settle(tel: TestTelemetry, predicate: Any) -> list[ReadableSpan]:
+    """Spans end a little after the response that the test saw (the engine closes its execution
+    span after the final commit): wait until ``predicate(spans)`` holds."""
+    spans: list[ReadableSpan] = []
+    for _ in range(100):
+        spans = tel.spans()
+        if predicate(spans):
+            return spans
+        await asyncio.sleep(0.05)
+    return spans
+
+
+def _attr(span: ReadableSpan, key: str) -> Any:
+    return (span.attributes or {}).get(key)
+
+
+def _ancestors(span: ReadableSpan, by_id: dict[int, ReadableSpan]) -> list[ReadableSpan]:
+    chain = []
+    current = span
+    while current.parent is not None and current.parent.span_id in by_id:
+        current = by_id[current.parent.span_id]
+        chain.append(current)
+    return chain
+
+
+def _workflow(upstream: HttpTestServer) -> dict[str, Any]:
+    return {
+        "id": "traced",
+        "nodes": [
+            {"id": "start", "type": "start"},
+            {
+                "id": "fetch",
+                "type": "http",
+                "config": {"method": "GET", "url": upstream.url("/echo")},
+            },
+            {"id": "total", "type": "transform", "config": {"expression": "fetch.status"}},
+            {"id": "done", "type": "output", "config": {"value": "{{total}}"}},
+        ],
+        "edges": [
+            {"source": "start", "target": "fetch"},
+            {"source": "fetch", "target": "total"},
+            {"source": "total", "target": "done"},
+        ],
+    }
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
+async def test_one_execution_is_one_trace_across_all_services(
+    tel: TestTelemetry, stack: Stack, upstream: HttpTestServer
+) -> None:
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30) as client:
+        # The SSE form: the gateway follows the event stream (server streaming) in the same trace.
+        async with client.stream(
+            "POST",
+            "/v1/executions",
+            json={"workflow": _workflow(upstream), "input": {}},
+            headers={"Accept": "text/event-stream"},
+        ) as response:
+            assert response.status_code == 200
+            body = "".join([chunk async for chunk in response.aiter_text()])
+        assert "event: execution:completed" in body
+        execution_id = body.split('"executionId":"', 1)[1].split('"', 1)[0]
+        final = await _wait_status(client, execution_id, "SUCCEEDED", "FAILED")
+    assert final["status"] == "SUCCEEDED", final
+    assert final["outputs"] == {"done": 200}
+
+    def complete(spans: list[ReadableSpan]) -> bool:
+        return any(
+            s.name.startswith("execution ") and _attr(s, "weft.execution.id") == execution_id
+            for s in spans
+        )
+
+    spans = await _settle(tel, complete)
+    roots = [
+        s
+        for s in spans
+        if s.kind is SpanKind.SERVER
+        and _attr(s, "rpc.service") is None
+        and (_attr(s, "http.target") or _attr(s, "url.path")) == "/v1/executions"
+    ]
+    assert len(roots) == 1, sorted({(s.name, s.kind.name) for s in spans})
+    root = roots[0]
+    trace_id = root.context.trace_id
+    in_trace = [s for s in spans if s.context.trace_id == trace_id]
+    by_id = {s.context.span_id: s for s in in_trace}
+    # One tree: the gateway's HTTP span, under this test's own HTTP client span (httpx is
+    # instrumented in this process too), and every other span of the trace below it.
+    [top] = [s for s in in_trace if s.parent is None]
+    assert root is top or _ancestors(root, by_id) == [top]
+    for s in in_trace:
+        if s is not top and s is not root:
+            assert root in _ancestors(s, by_id), (s.name, [a.name for a in _ancestors(s, by_id)])
+
+    servers = {_attr(s, "rpc.service") for s in in_trace if s.kind is SpanKind.SERVER}
+    assert {EXECUTOR, STATE, DAG_BUILDER} <= servers, servers
+    methods = {s.name for s in in_trace if s.kind is SpanKind.SERVER and _attr(s, "rpc.service")}
+    assert f"{EXECUTOR}/StartExecution" in methods
+    assert f"{DAG_BUILDER}/CompileWorkflow" in methods
+    assert f"{STATE}/CreateExecution" in methods
+    assert f"{STATE}/CommitStep" in methods
+    # The gateway followed the events over a server stream, inside the same trace.
+    assert any("StreamEvents" in m or "StreamExecutionEvents" in m for m in methods), methods
+    # The state service's SQL statements are spans under its RPC spans.
+    sql = [s for s in in_trace if _attr(s, "db.system") in ("sqlite", "postgresql")]
+    assert sql, "no database spans"
+    assert all(any(_attr(a, "rpc.service") == STATE for a in _ancestors(s, by_id)) for s in sql)
+
+    # The execution span and its node spans, each attempt under the execution.
+    executions = [
+        s
+        for s in in_trace
+        if _attr(s, "weft.execution.id") == execution_id and s.name.startswith("execution ")
+    ]
+    assert len(executions) == 1
+    execution = executions[0]
+    nodes = {_attr(s, "weft.node.id"): s for s in in_trace if _attr(s, "weft.node.id")}
+    assert {"start", "fetch", "total", "done"} <= set(nodes)
+    for node_id in ("start", "fetch", "total", "done"):
+        node = nodes[node_id]
+        assert node.parent is not None and node.parent.span_id == execution.context.span_id
+        assert _attr(node, "weft.node.status") == "SUCCEEDED"
+        assert _attr(node, "weft.node.attempt") == 1
+    assert _attr(nodes["fetch"], "weft.node.type") == "http"
+
+    # The upstream saw the same trace, with the node's HTTP client span as parent.
+    [request] = [r for r in upstream.requests if r.path == "/echo"]
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    _version, tid, parent_span, _flags = headers["traceparent"].split("-")
+    assert int(tid, 16) == trace_id
+    http_client = by_id[int(parent_span, 16)]
+    assert http_client.kind is SpanKind.CLIENT
+    assert http_client.parent is not None
+    assert http_client.parent.span_id == nodes["fetch"].context.span_id
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_resumed_execution_links_to_its_first_trace(tel: TestTelemetry, stack: Stack) -> None:
+    workflow = {
+        "id": "approve_me",
+        "nodes": [
+            {"id": "start", "type": "start"},
+            {"id": "approve", "type": "approval", "config": {"reason": "ok?"}},
+            {"id": "done", "type": "output", "config": {"value": "{{approve}}"}},
+        ],
+        "edges": [
+            {"source": "start", "target": "approve"},
+            {"source": "approve", "target": "done"},
+        ],
+    }
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30) as client:
+        started = await client.post(
+            "/v1/executions", json={"workflow": workflow, "input": {}},
+            headers={"Accept": "application/json"},
+        )  # fmt: skip
+        assert started.status_code == 202, started.text
+        execution_id = started.json()["executionId"]
+        await _wait_status(client, execution_id, "PAUSED")
+        resumed = await client.post(
+            f"/v1/executions/{execution_id}/resume",
+            json={"nodeId": "approve", "input": {"ok": True}},
+        )
+        assert resumed.status_code == 202, resumed.text
+        final = await _wait_status(client, execution_id, "SUCCEEDED", "FAILED")
+    assert final["status"] == "SUCCEEDED", final
+
+    def two_runs(spans: list[ReadableSpan]) -> bool:
+        runs = [
+            s
+            for s in spans
+            if s.name.startswith("execution ") and _attr(s, "weft.execution.id") == execution_id
+        ]
+        return len(runs) == 2
+
+    spans = await _settle(tel, two_runs)
+    runs = [
+        s
+        for s in spans
+        if s.name.startswith("execution ") and _attr(s, "weft.execution.id") == execution_id
+    ]
+    assert len(runs) == 2, [s.name for s in runs]
+    first, second = sorted(runs, key=lambda s: s.start_time or 0)
+    assert not _attr(first, "weft.execution.resumed")
+    assert _attr(second, "weft.execution.resumed") is True
+    assert second.context.trace_id != first.context.trace_id
+    assert [(link.context.trace_id, link.context.span_id) for link in second.links] == [
+        (first.context.trace_id, first.context.span_id)
+    ]
+    # The approval node's completion is traced in the resumed run.
+    approve = [s for s in spans if _attr(s, "weft.node.id") == "approve"]
+    assert any(s.context.trace_id == second.context.trace_id for s in approve)

@@ -1,0 +1,186 @@
+"""The engine's telemetry, in memory: a span per node attempt under the execution run's span (with
+attempt, scope, status, error code, LLM usage), the first run's trace context kept as a step, the
+resumed run linked to it, and the execution/node metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from helpers.engine import Script, W, flaky, sleep, start_json, value, wf
+from opentelemetry import context as otel_context
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import StatusCode
+
+from weft_common.telemetry import TestTelemetry, telemetry_for_tests
+from weft_executor.engine import Resume
+from weft_executor.tracing import (
+    TRACE_STEP_KEY,
+    begin_execution_run,
+    end_execution_run,
+)
+
+
+@pytest.fixture
+def tel() -> Iterator[TestTelemetry]:
+    t = telemetry_for_tests()
+    yield t
+    t.stop()
+
+
+def _attrs(span: ReadableSpan) -> dict[str, Any]:
+    return dict(span.attributes or {})
+
+
+def _node_spans(tel: TestTelemetry, node_id: str) -> list[ReadableSpan]:
+    spans = [s for s in tel.spans() if _attrs(s).get("weft.node.id") == node_id]
+    return sorted(spans, key=lambda s: _attrs(s)["weft.node.attempt"])
+
+
+async def _run(
+    workflow: dict[str, Any], *, first_run: bool = True, stored: str = "", **kw: Any
+) -> Any:
+    """What the worker does: the run's span around the engine run, in this task."""
+    token = otel_context.attach(otel_context.Context())  # a fresh trace per run
+    try:
+        begin_execution_run("ex-1", workflow["id"], first_run=first_run, stored_traceparent=stored)
+        try:
+            run = start_json(workflow, **kw)
+            await run.wait()
+        finally:
+            end_execution_run()
+    finally:
+        otel_context.detach(token)
+    return run
+
+
+async def test_each_attempt_is_a_span_under_the_execution_span(
+    tel: TestTelemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = Script.install(monkeypatch)
+    script.on("w", flaky(2, output="fine"))
+    workflow = wf(
+        W("w", retry={"maxAttempts": 3, "initialIntervalMs": 1}),
+        {"id": "t", "type": "transform", "config": {"expression": "w.output"}},
+        edges=[("start", "w"), ("w", "t")],
+    )
+    before = tel.metric_value("weft.node.duration", node_type="wait", status="FAILED")
+    finished = tel.metric_value("weft.executions.finished", status="SUCCEEDED")
+    run = await _run(workflow)
+    assert run.outcome.status == "SUCCEEDED"
+
+    [execution] = [s for s in tel.spans() if s.name == "execution t"]
+    attempts = _node_spans(tel, "w")
+    assert [_attrs(s)["weft.node.attempt"] for s in attempts] == [1, 2, 3]
+    assert [_attrs(s)["weft.node.status"] for s in attempts] == ["FAILED", "FAILED", "SUCCEEDED"]
+    assert _attrs(attempts[0])["weft.error.code"] == "FLAKY"
+    assert attempts[0].status.status_code is StatusCode.ERROR
+    assert attempts[2].status.status_code is StatusCode.UNSET
+    for span in [*attempts, *_node_spans(tel, "t"), *_node_spans(tel, "start")]:
+        assert span.parent is not None and span.parent.span_id == execution.context.span_id
+        assert span.context.trace_id == execution.context.trace_id
+    assert _attrs(_node_spans(tel, "t")[0])["weft.node.type"] == "transform"
+    assert tel.metric_value("weft.node.duration", node_type="wait", status="FAILED") - before == 2
+    assert tel.metric_value("weft.executions.finished", status="SUCCEEDED") - finished == 1
+
+
+async def test_timeouts_and_scopes_are_on_the_node_spans(
+    tel: TestTelemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = Script.install(monkeypatch)
+    script.on("slow", sleep(5))
+    script.on("inner", value("x"))
+    workflow = wf(
+        {"id": "each", "type": "loop", "config": {"kind": "for", "count": 2}},
+        W("inner", parent="each"),
+        W("slow", timeoutMs=50),
+        edges=[("start", "each"), ("each", "slow")],
+    )
+    run = await _run(workflow)
+    assert run.outcome.status == "FAILED"
+    [slow] = _node_spans(tel, "slow")
+    assert _attrs(slow)["weft.node.status"] == "FAILED"
+    assert _attrs(slow)["weft.error.code"] == "TIMEOUT"
+    scopes = sorted(_attrs(s)["weft.node.scope"] for s in _node_spans(tel, "inner"))
+    assert scopes == ["each:0", "each:1"]
+
+
+async def test_llm_usage_goes_on_the_span_and_the_token_counter(
+    tel: TestTelemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = Script.install(monkeypatch)
+    script.on(
+        "chat",
+        value(
+            {
+                "content": "hi",
+                "model": "test-model",
+                "usage": {"inputTokens": 11, "outputTokens": 4},
+            },
+            token_usage={"inputTokens": 11, "outputTokens": 4},
+        ),
+    )
+    before = tel.metric_value("weft.llm.tokens", model="test-model", direction="input")
+    run = await _run(wf(W("chat"), edges=[("start", "chat")]))
+    assert run.outcome.status == "SUCCEEDED"
+    [chat] = _node_spans(tel, "chat")
+    assert _attrs(chat)["gen_ai.request.model"] == "test-model"
+    assert _attrs(chat)["gen_ai.usage.input_tokens"] == 11
+    assert _attrs(chat)["gen_ai.usage.output_tokens"] == 4
+    assert tel.metric_value("weft.llm.tokens", model="test-model", direction="input") - before == 11
+
+
+async def test_a_resumed_run_links_to_the_first_runs_trace(tel: TestTelemetry) -> None:
+    workflow = wf(
+        {"id": "ok", "type": "approval", "config": {"reason": "sure?"}},
+        edges=[("start", "ok")],
+        id="approval_flow",
+    )
+    started = tel.metric_value("weft.executions.started")
+    run = await _run(workflow)
+    assert run.outcome.status == "PAUSED"
+    [first] = [s for s in tel.spans() if s.name == "execution approval_flow"]
+    stored = run.store.steps[TRACE_STEP_KEY]
+    traceparent = stored.data["traceparent"]
+    assert traceparent.startswith(f"00-{first.context.trace_id:032x}-{first.context.span_id:016x}-")
+    assert tel.metric_value("weft.executions.started") - started == 1
+
+    # Later, another worker: continue from the store with the resume, in a new trace.
+    token = otel_context.attach(otel_context.Context())
+    try:
+        begin_execution_run(
+            "ex-1", "approval_flow", first_run=False, stored_traceparent=traceparent
+        )
+        try:
+            run.continue_with(resumes=[Resume("r1", "ok", (), {"yes": True})])
+            outcome = await asyncio.wait_for(run.handle.result(), 10)
+        finally:
+            end_execution_run()
+    finally:
+        otel_context.detach(token)
+    assert outcome.status == "SUCCEEDED"
+    assert tel.metric_value("weft.executions.started") - started == 1  # a resume is no new start
+    [second] = [
+        s
+        for s in tel.spans()
+        if s.name == "execution approval_flow"
+        and s is not first
+        and s.context.span_id != first.context.span_id
+    ]
+    assert second.context.trace_id != first.context.trace_id
+    assert [(link.context.trace_id, link.context.span_id) for link in second.links] == [
+        (first.context.trace_id, first.context.span_id)
+    ]
+    assert _attrs(second)["weft.execution.resumed"] is True
+    assert run.store.steps[TRACE_STEP_KEY].data["traceparent"] == traceparent  # kept as it was
+
+
+async def test_tracing_off_records_no_trace_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    telemetry_for_tests().stop()
+    script = Script.install(monkeypatch)
+    script.on("w", value(1))
+    run = await _run(wf(W("w"), edges=[("start", "w")]))
+    assert run.outcome.status == "SUCCEEDED"
+    assert TRACE_STEP_KEY not in run.store.steps
