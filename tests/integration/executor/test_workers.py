@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from effects_upstream import EffectsUpstream
@@ -122,7 +123,7 @@ async def test_graceful_stop_hands_running_executions_over_at_once(
         }
         started = await stack.start(workflow, {"n": 1}, via=0)
         execution_id = started.execution_id
-        leaving, staying = stack.executors
+        leaving, _staying = stack.executors
         assert leaving.worker.holds(execution_id)
         deadline = time.monotonic() + 10
         while (await stack.execution(execution_id)).last_seq < 6:  # the wait node has started
@@ -143,3 +144,75 @@ async def test_graceful_stop_hands_running_executions_over_at_once(
         ]
     finally:
         await stack.stop()
+
+
+def branch_and_park(nap_ms: int) -> dict[str, Any]:
+    """Two branches: one parks on an approval, the other naps; the execution keeps running."""
+    return {
+        "id": "branch_and_park",
+        "nodes": [
+            {"id": "start", "type": "start"},
+            {"id": "approve", "type": "approval", "config": {"reason": "go?"}},
+            {"id": "approved", "type": "output", "config": {"value": "{{approve.by}}"}},
+            {"id": "nap", "type": "wait", "config": {"durationMs": nap_ms}},
+            {"id": "napped", "type": "output", "config": {"value": "done"}},
+        ],
+        "edges": [
+            {"source": "start", "target": "approve"},
+            {"source": "approve", "target": "approved"},
+            {"source": "start", "target": "nap"},
+            {"source": "nap", "target": "napped"},
+        ],
+    }
+
+
+async def _parked_while_running(stack: Stack, execution_id: str) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        events = [e for e in await _log_so_far(stack, execution_id)]
+        if any(e["type"] == "node:started" and e.get("nodeId") == "approve" for e in events) and any(
+            e["type"] == "node:started" and e.get("nodeId") == "nap" for e in events
+        ):
+            return
+        assert time.monotonic() < deadline, "the branches never started"
+        await asyncio.sleep(0.05)
+
+
+async def _log_so_far(stack: Stack, execution_id: str) -> list[dict[str, Any]]:
+    from weft.state.v1 import state_pb2
+    from weft_common import jsonutil
+
+    last = (await stack.execution(execution_id)).last_seq
+    out: list[dict[str, Any]] = []
+    if not last:
+        return out
+    stream = stack.state_stub.StreamEvents(state_pb2.StreamEventsRequest(execution_id=execution_id))
+    async for item in stream:
+        out.append(jsonutil.loads(item.event.payload_json))
+        if item.event.seq >= last:
+            stream.cancel()
+            break
+    return out
+
+
+@pytest.mark.parametrize("via", [0, 1], ids=["same-worker", "other-worker"])
+async def test_resume_reaches_a_running_execution(two_workers: Stack, via: int) -> None:
+    """A resume for an execution still running (another branch busy) is applied by the running
+    engine: at once on the worker that received it, or at the next heartbeat of the worker that
+    runs it. The execution never pauses."""
+    stack = two_workers
+    started = await stack.start(branch_and_park(3000), {}, via=0)
+    execution_id = started.execution_id
+    assert stack.executors[0].worker.holds(execution_id)
+    await _parked_while_running(stack, execution_id)
+    await resume(stack, execution_id, "approve", {"by": "ops"}, via=via)
+    done = await stack.wait_status(execution_id, "SUCCEEDED", "FAILED", within=15)
+    assert outputs(done) == {"approved": "ops", "napped": "done"}
+    events = await stack.events(execution_id)
+    check_log(events)
+    types = [e["type"] for e in events]
+    assert "execution:paused" not in types
+    completed = [e["nodeId"] for e in events if e["type"] == "node:completed"]
+    # Applied while the nap was still running, by the worker that ran the execution all along.
+    assert completed.index("approve") < completed.index("nap")
+    assert not stack.executors[1].worker.holds(execution_id)

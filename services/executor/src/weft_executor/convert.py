@@ -224,4 +224,25 @@ def commit_to_request(
     )
     if commit.control is not None:
         request.control.CopyFrom(_control(commit.control))
+    parked = [s for s in commit.steps if s.status is NodeStatus.PAUSED]
+    if parked:
+        # A parked run opens its pause in the same commit, also while other branches still run:
+        # it can then be resumed at once, without waiting for the whole execution to pause.
+        listed = {(p.node_id, tuple((e.container, e.index) for e in p.scope))
+                  for p in request.control.paused_nodes}
+        for step in parked:
+            key = (step.node_id, tuple((e.container, e.index) for e in step.scope))
+            if key not in listed:
+                request.control.paused_nodes.append(_paused_node(_parked_info(step)))
     return request
+
+
+def _parked_info(step: StepRecord) -> PausedNodeInfo:
+    data = step.data or {}
+    return PausedNodeInfo(
+        node_id=step.node_id,
+        scope=step.scope,
+        reason=str(data.get("reason") or ""),
+        input_schema=data.get("inputSchema"),
+        wake_at=data.get("wakeAt"),
+    )
