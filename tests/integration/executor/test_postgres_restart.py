@@ -1,11 +1,11 @@
 """The real PostgreSQL server restarted mid-run (``pg_ctlcluster ... restart``): executions finish,
 their logs stay contiguous, live streams deliver every event.
 
-This restarts the machine's shared PostgreSQL, so it is marked ``pg_restart``: ``make test`` runs
-it; ``-m "not pg_restart"`` leaves it out on a machine shared with others. It waits (up to a minute)
-for a moment when no other client is running a query before it restarts the server, to disturb
-other work as little as possible. ``test_outages.py`` covers the same failure through a proxy
-without touching the server.
+This restarts the machine's shared PostgreSQL, so it is marked ``pg_restart`` and runs only when
+asked for: ``pytest -m pg_restart`` (or ``WEFT_TEST_PG_RESTART=1``); see this directory's
+``conftest.py``. Running the directory or the whole suite must not restart a server that other
+people's tests are using. Before restarting it waits (up to a minute) for a moment when no other
+client runs a query. ``test_outages.py`` covers the same failure through a proxy, always.
 """
 
 from __future__ import annotations
