@@ -453,3 +453,57 @@ async def test_retry_starts_a_new_child(stack: Stack) -> None:
     check_log(events)
     [retrying] = [e for e in events if e["type"] == "node:retrying"]
     assert retrying["error"]["details"]["childExecutionId"] in {c.execution_id for c in children}
+
+
+async def _three_levels(stack: Stack, inner: dict[str, Any]) -> tuple[str, str, str]:
+    """top -> middle -> inner; returns the three workflow ids."""
+    inner_wf, middle_wf, top_wf = inner["id"], _id("middle"), _id("top")
+    await stack.register(inner)
+    middle = parent_of(middle_wf, inner_wf)
+    await stack.register(middle)
+    await stack.register(parent_of(top_wf, middle_wf))
+    return top_wf, middle_wf, inner_wf
+
+
+async def test_cancel_reaches_grandchildren_paused(stack: Stack) -> None:
+    top_wf, middle_wf, inner_wf = await _three_levels(stack, child_approval(_id("approving")))
+    started = await stack.start(workflow_id=top_wf, input={"n": 1})
+    await stack.wait_status(started.execution_id, "PAUSED")
+    mid = await one_child(stack, middle_wf)
+    inner = await one_child(stack, inner_wf)
+    await stack.wait_status(inner.execution_id, "PAUSED")
+    await stack.executor.CancelExecution(
+        executor_pb2.CancelExecutionRequest(execution_id=started.execution_id, reason="all of it")
+    )
+    for execution_id in (started.execution_id, mid.execution_id, inner.execution_id):
+        await stack.wait_status(execution_id, "CANCELLED", within=5)
+        check_log(await stack.events(execution_id))
+
+
+async def test_cancel_reaches_grandchildren_running(stack: Stack) -> None:
+    top_wf, middle_wf, inner_wf = await _three_levels(stack, child_waiting(_id("sleepy"), 15_000))
+    started = await stack.start(workflow_id=top_wf, input={"n": 1})
+    inner = await one_child(stack, inner_wf)
+    await stack.wait_status(inner.execution_id, "RUNNING")
+    mid = await one_child(stack, middle_wf)
+    await stack.executor.CancelExecution(
+        executor_pb2.CancelExecutionRequest(execution_id=started.execution_id, reason="all of it")
+    )
+    for execution_id in (started.execution_id, mid.execution_id, inner.execution_id):
+        await stack.wait_status(execution_id, "CANCELLED", within=8)
+        check_log(await stack.events(execution_id))
+
+
+async def test_node_timeout_cancels_its_child(stack: Stack) -> None:
+    child_wf, parent_wf = _id("sleepy"), _id("parent")
+    await stack.register(child_waiting(child_wf, 15_000))
+    parent = parent_of(parent_wf, child_wf, with_error_edge=True)
+    parent["nodes"][1]["timeoutMs"] = 700
+    await stack.register(parent)
+    started = await stack.start(workflow_id=parent_wf, input={"n": 1})
+    done = await stack.wait_status(started.execution_id, "SUCCEEDED", "FAILED", within=10)
+    assert outputs(done)["handled"]["code"] == "TIMEOUT"
+    child = await one_child(stack, child_wf)
+    await stack.wait_status(child.execution_id, "CANCELLED", within=5)
+    check_log(await stack.events(started.execution_id))
+    check_log(await stack.events(child.execution_id))
