@@ -247,7 +247,14 @@ async def test_one_execution_is_one_trace_across_all_services(
     assert any("StreamEvents" in m or "StreamExecutionEvents" in m for m in methods), methods
     # The state service's SQL statements are spans under its RPC spans.
     sql = [s for s in in_trace if _attr(s, "db.system") in ("sqlite", "postgresql")]
-    assert sql, "no database spans"
+    statements = [s for s in sql if _attr(s, "db.statement")]
+    assert len(statements) >= 5, sorted({s.name for s in sql})  # not just connects
+    commit_servers = [
+        s for s in in_trace if s.name == f"{STATE}/CommitStep" and s.kind is SpanKind.SERVER
+    ]
+    assert any(any(a in commit_servers for a in _ancestors(s, by_id)) for s in statements), (
+        "no statement under CommitStep"
+    )
     assert all(any(_attr(a, "rpc.service") == STATE for a in _ancestors(s, by_id)) for s in sql)
 
     # The execution span and its node spans, each attempt under the execution.

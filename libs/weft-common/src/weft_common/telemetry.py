@@ -62,6 +62,7 @@ __all__ = [
     "setup_telemetry",
     "span_context_to_str",
     "telemetry_for_tests",
+    "trace_sqlalchemy_engine",
     "tracing_enabled",
 ]
 
@@ -199,7 +200,7 @@ def setup_telemetry(
 
 def instrument_libraries(libraries: Sequence[str] = ()) -> None:
     """Trace the libraries the services use, for every client/engine created from now on:
-    httpx (outbound ``traceparent``), and SQLAlchemy (a span per statement) and redis when this
+    httpx (outbound ``traceparent``), and SQLAlchemy, asyncpg (a span per statement) and redis when this
     process imported them already or they are named in ``libraries`` (the state service uses
     them; the other services skip their import cost)."""
     from .telemetry_http import instrument_httpx_globally
@@ -210,6 +211,10 @@ def instrument_libraries(libraries: Sequence[str] = ()) -> None:
         from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
         instrumentors.append(SQLAlchemyInstrumentor())
+    if "asyncpg" in sys.modules or "asyncpg" in libraries:
+        from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+
+        instrumentors.append(AsyncPGInstrumentor())  # type: ignore[no-untyped-call]
     if "redis" in sys.modules or "redis" in libraries:
         from opentelemetry.instrumentation.redis import RedisInstrumentor
 
@@ -224,13 +229,44 @@ def instrument_libraries(libraries: Sequence[str] = ()) -> None:
                 log.warning("could not instrument %s", type(instrumentor).__name__, exc_info=True)
 
 
+def trace_sqlalchemy_engine(engine: Any) -> None:
+    """A span per SQL statement on this (sync or async) engine, with tracing on.
+
+    Needed where the engine was made by a ``create_async_engine`` imported before
+    ``setup_telemetry`` ran (a service's modules import first): the instrumentation only wraps
+    the function as found in its module afterwards. No-op when already traced.
+    """
+    if not flags.tracing:
+        return
+    from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+
+    sync_engine = getattr(engine, "sync_engine", engine)
+    if any(params[0]() is sync_engine for params in EngineTracer._remove_event_listener_params):
+        return
+    meter = otel_metrics.get_meter("opentelemetry.instrumentation.sqlalchemy")
+    usage = meter.create_up_down_counter(
+        "db.client.connections.usage",
+        unit="connections",
+        description="The number of connections that are currently in state described by the state attribute.",
+    )
+    tracer = trace.get_tracer("opentelemetry.instrumentation.sqlalchemy")
+    EngineTracer(tracer, sync_engine, usage)  # type: ignore[no-untyped-call]
+
+
 def uninstrument_libraries() -> None:
     """Undo ``instrument_libraries`` (tests only: clients and engines made since stay traced)."""
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
     from opentelemetry.instrumentation.redis import RedisInstrumentor
     from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
-    for instrumentor in (HTTPXClientInstrumentor(), SQLAlchemyInstrumentor(), RedisInstrumentor()):
+    instrumentors = (
+        HTTPXClientInstrumentor(),
+        SQLAlchemyInstrumentor(),
+        RedisInstrumentor(),
+        AsyncPGInstrumentor(),  # type: ignore[no-untyped-call]
+    )
+    for instrumentor in instrumentors:
         if instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.uninstrument()
 

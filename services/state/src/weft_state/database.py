@@ -18,6 +18,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from weft_common.telemetry import trace_sqlalchemy_engine
+
 __all__ = ["Database", "is_transient_error", "migrate", "open_database"]
 
 log = logging.getLogger("weft.state.db")
@@ -103,6 +105,7 @@ async def open_database(url: str, *, pool_size: int = 20, max_overflow: int = 20
         engine = create_async_engine(
             url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
         )
+    trace_sqlalchemy_engine(engine)  # a span per statement when telemetry is on
     db = Database(engine=engine, url=url)
     await migrate(db)
     if db.is_postgres:
