@@ -36,8 +36,15 @@ run: install
 up: install
 	$(VENV)/bin/weft up --http-port $(PORT)
 
+# Every benchmark; each prints ratios (vs a plain baseline and vs its previous run in bench/results/).
 bench: install
 	$(PY) bench/compile.py
+	$(PY) bench/engine.py
+	$(PY) bench/containers.py
+	$(PY) bench/durable.py
+	$(PY) bench/gateway.py
+	$(PY) bench/llm_stream.py
+	$(PY) bench/engine_tracing.py
 
 acceptance: install
 	python3 ../shared/acceptance/run.py --start "$(VENV)/bin/weft up --http-port 18080 --data-dir $$(mktemp -d)" --base-url http://127.0.0.1:18080
