@@ -8,6 +8,7 @@ open frames, record its decisions (so a replay takes the same path) and complete
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any
 
 from .frames import Frame, NodeRun
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["ContainerRun", "make_container"]
 
 
-class ContainerRun:
+class ContainerRun(ABC):
     """Base: the active frames, the results, completion and failure."""
 
     def __init__(self, ex: ExecutionRun, run: NodeRun) -> None:
@@ -34,11 +35,13 @@ class ContainerRun:
         self.closed = False
 
     # -- engine callbacks ------------------------------------------------------------------
+    @abstractmethod
     def start(self, starts: list[NodeRun]) -> None:
-        raise NotImplementedError
+        """Open the first iteration(s)/branch(es); append the runs that became ready to ``starts``."""
 
+    @abstractmethod
     def frame_done(self, frame: Frame, starts: list[NodeRun]) -> None:
-        raise NotImplementedError
+        """One iteration/branch finished: record its result, open the next or close the container."""
 
     def frame_failed(self, frame: Frame, error: dict[str, Any], starts: list[NodeRun]) -> None:
         """Default: the body's failure is the container's failure (routable by its error edge)."""
