@@ -187,3 +187,34 @@ async def test_tracing_off_adds_no_interceptors_and_no_spans(tel: TestTelemetry)
     finally:
         await srv.stop(0)
     assert tel.spans() == []
+
+
+async def test_background_polling_rpcs_leave_no_spans(tel: TestTelemetry) -> None:
+    from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+
+    seen: list[bool] = []
+
+    async def claim(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        seen.append(is_instrumentation_enabled())  # SQL/redis instrumentation stays quiet
+        return b"leases"
+
+    service = "weft.state.v1.StateService"
+    before = tel.metric_value(
+        "rpc.server.duration",
+        **{"rpc.system": "grpc", "rpc.service": service, "rpc.method": "ClaimExecutions",
+           "rpc.grpc.status_code": 0},
+    )  # fmt: skip
+    srv = await _start(service, {"ClaimExecutions": grpc.unary_unary_rpc_method_handler(claim)})
+    try:
+        async with instrumented_channel(f"127.0.0.1:{srv.port}", SETTINGS) as ch:
+            assert await ch.unary_unary(f"/{service}/ClaimExecutions")(b"") == b"leases"
+    finally:
+        await srv.stop(0)
+    assert seen == [False]
+    assert tel.spans() == []
+    after = tel.metric_value(
+        "rpc.server.duration",
+        **{"rpc.system": "grpc", "rpc.service": service, "rpc.method": "ClaimExecutions",
+           "rpc.grpc.status_code": 0},
+    )  # fmt: skip
+    assert after - before == 1  # still measured

@@ -40,6 +40,14 @@ _tracer = trace.get_tracer("weft.grpc")
 
 # Probes and tooling: not worth a trace each.
 _UNTRACED_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+# Background polling (every worker, all the time): no spans, not even for the SQL they run (a
+# trace each would bury the executions' traces); still counted in ``rpc.server.duration``.
+QUIET_METHODS = frozenset(
+    {
+        "/weft.state.v1.StateService/ClaimExecutions",
+        "/weft.state.v1.StateService/RenewLeases",
+    }
+)
 
 # Server span statuses per the RPC semantic conventions: these codes are the server's fault.
 _SERVER_ERROR_CODES = frozenset(
@@ -90,7 +98,9 @@ class _ServerCall:
         self.start = time.perf_counter()
         self.span: Span | None = None
         self.ctx: otel_context.Context | None = None
-        if flags.tracing:
+        if method in QUIET_METHODS:
+            self.ctx = otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True)
+        elif flags.tracing:
             parent = propagate.extract(_metadata_carrier(metadata))
             self.span = _tracer.start_span(
                 method.lstrip("/"), context=parent, kind=SpanKind.SERVER, attributes=self.attrs
@@ -249,6 +259,11 @@ def _client_start(details: grpc.aio.ClientCallDetails) -> tuple[Span, grpc.aio.C
     return span, details._replace(metadata=metadata)
 
 
+def _quiet(details: grpc.aio.ClientCallDetails) -> bool:
+    method = details.method.decode() if isinstance(details.method, bytes) else details.method
+    return method in QUIET_METHODS
+
+
 def _client_end(span: Span, code: grpc.StatusCode, details: str | None = None) -> None:
     span.set_attribute("rpc.grpc.status_code", code.value[0])
     if code is not grpc.StatusCode.OK:
@@ -265,7 +280,7 @@ class TracingClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: i
         client_call_details: grpc.aio.ClientCallDetails,
         request: Any,
     ) -> Any:
-        if not flags.tracing:
+        if not flags.tracing or _quiet(client_call_details):
             return await continuation(client_call_details, request)
         span, details = _client_start(client_call_details)
         try:
