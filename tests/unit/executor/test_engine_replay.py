@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 from helpers.engine import (
@@ -223,6 +224,77 @@ async def test_durable_wait_parks_and_wakes_through_a_resume() -> None:
     assert done.status == "SUCCEEDED"
     assert 1200 <= done.outputs["out"] < 5000
     run.check_log()
+
+
+def nap_workflow(duration_ms: int) -> dict:
+    return wf({"id": "nap", "type": "wait", "config": {"durationMs": duration_ms}},
+              O("out", "{{nap.waitedMs}}"), edges=[("start", "nap"), ("nap", "out")])
+
+
+async def test_durable_wait_claimed_after_its_wake_up_time_completes() -> None:
+    """What the worker does once the state service hands the paused execution back at wake_at:
+    a new engine replays the committed steps (no resume); the wait completes instead of
+    parking again."""
+    run = start_json(nap_workflow(400), durable_wait_threshold_ms=100)
+    paused = await run.wait()
+    assert paused.status == "PAUSED"
+    wake_at = paused.paused_nodes[0].wake_at
+    assert wake_at is not None and run.store.control.wake_at == wake_at
+    await asyncio.sleep(wake_at - time.time() + 0.05)
+    assert time.time() >= wake_at
+    paused_at = len(run.store.events)
+    later = Engine(settings(durable_wait_threshold_ms=100), environ=ACCEPTANCE_ENV)
+    run.continue_with(engine=later)
+    done = await run.wait(within=5)
+    assert done.status == "SUCCEEDED"
+    assert 400 <= done.outputs["out"] < 5000
+    run.check_log()
+    assert trace(run.events)[paused_at:] == [
+        "execution:resumed nap", "node:completed nap", "node:started out", "node:completed out",
+        "execution:completed"]
+    assert run.types.count("execution:paused") == 1
+    assert run.store.status == "SUCCEEDED" and run.store.control.wake_at is None
+
+
+async def test_durable_wait_claimed_a_little_early_finishes_in_place() -> None:
+    """A claim that comes a moment before wake_at (clocks differ between services) must not
+    pause again with the same, almost due wake_at (the state service would hand it straight
+    back): the remainder, shorter than the threshold, is slept in place."""
+    run = start_json(nap_workflow(900), durable_wait_threshold_ms=600)
+    paused = await run.wait()
+    wake_at = paused.paused_nodes[0].wake_at
+    assert paused.status == "PAUSED" and wake_at is not None
+    await asyncio.sleep(max(0.0, wake_at - time.time() - 0.3))
+    run.continue_with()
+    done = await run.wait(within=5)
+    assert done.status == "SUCCEEDED"
+    assert done.outputs["out"] >= 900
+    assert time.time() >= wake_at
+    run.check_log()
+    assert run.types.count("execution:paused") == 1
+
+
+async def test_durable_wait_not_due_stays_parked_when_claimed_for_another_reason() -> None:
+    """Claimed for a resume of another parked node long before the wait is due: the approval
+    completes, the wait stays parked with its wake_at and the execution pauses again."""
+    workflow = wf({"id": "nap", "type": "wait", "config": {"durationMs": 60_000}}, approval("ok"),
+                  O("out", "{{nap.waitedMs}}"), O("yes", "{{ok}}"),
+                  edges=[("start", "nap"), ("start", "ok"), ("nap", "out"), ("ok", "yes")])
+    run = start_json(workflow, durable_wait_threshold_ms=100)
+    first = await run.wait()
+    assert first.status == "PAUSED" and len(first.paused_nodes) == 2
+    wake_at = next(p.wake_at for p in first.paused_nodes if p.node_id == "nap")
+    assert wake_at is not None and run.store.control.wake_at == wake_at
+    run.continue_with(resumes=[Resume("r1", "ok", (), {"go": True})])
+    second = await run.wait(within=5)
+    assert second.status == "PAUSED"
+    assert [(p.node_id, p.wake_at) for p in second.paused_nodes] == [("nap", wake_at)]
+    assert run.store.history[-1].control.wake_at == wake_at
+    assert trace(run.events)[-5:] == [
+        "execution:resumed ok", "node:completed ok", "node:started yes", "node:completed yes",
+        "execution:paused"]
+    assert "node:completed nap" not in trace(run.events)
+    assert run.types.count("execution:paused") == 2
 
 
 async def test_a_replayed_run_reruns_an_uncommitted_node_without_a_second_start(

@@ -583,13 +583,23 @@ class ExecutionRun:
                 del self.pending_resumes[run.key]
             self._resume_parked(run, resume)
         else:
-            self.parked[run.key] = run
             wake_at = run.parked.wake_at if run.parked is not None else None
             if wake_at is not None:
+                delay = wake_at - time.time()
+                if delay * 1000.0 <= self.settings.durable_wait_threshold_ms:
+                    # Due, or so close that a wait would not park for it (a replay claimed at
+                    # wake_at, a little early by another service's clock): wake it now. A timer
+                    # would lose to the pause that ends this run when nothing else is ready,
+                    # and the execution would park again on a wake_at already due.
+                    from .engine import Resume
+
+                    self._resume_parked(run, Resume("", run.node.id, run.frame.scope))
+                    return
                 # A durable wait that comes due while the execution is still running (another
-                # branch busy) wakes here; once the execution pauses, the worker wakes it.
-                delay = max(0.0, wake_at - time.time())
+                # branch busy) wakes here; once the execution pauses, the state service hands it
+                # back to a worker at wake_at and the replay wakes it (above).
                 self.wake_timers[run.key] = self.loop.call_later(delay, self._wake, run)
+            self.parked[run.key] = run
 
     def _wake(self, run: NodeRun) -> None:
         self.wake_timers.pop(run.key, None)

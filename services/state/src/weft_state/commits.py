@@ -36,7 +36,6 @@ from .domain import (
     TERMINAL_STATUSES,
     CommitRequest,
     CommitResult,
-    ExecutionStatus,
     NodeLogRow,
     PausedNode,
     StepRow,
@@ -149,8 +148,10 @@ async def _commit_general(store: StateStore, req: CommitRequest, now: datetime) 
     status = control.status
     if status is not None:
         values["status"] = status.value
-        if status is not ExecutionStatus.PAUSED:
-            values["wake_at"] = None
+        # A status says the whole truth about wake-ups: PAUSED carries the earliest durable
+        # wait (set below) or none, which clears one that already woke (left behind, the
+        # execution would stay claimable and be claimed, replayed and paused over and over).
+        values["wake_at"] = None
         if status in TERMINAL_STATUSES:
             values["finished_at"] = now
     if control.variables_json:

@@ -19,7 +19,7 @@ from typing import Any
 
 from weft_common import jsonutil
 
-from .domain import TERMINAL_STATUSES, CommitRequest, ExecutionStatus, scope_key, scope_to_json
+from .domain import TERMINAL_STATUSES, CommitRequest, scope_key, scope_to_json
 
 __all__ = ["FAST_COMMIT_SQL", "fast_commit_args"]
 
@@ -119,7 +119,7 @@ def fast_commit_args(req: CommitRequest, tails: list[str], now: datetime) -> lis
         len(steps),
         now,
         status.value if status is not None else None,
-        status is not None and status is not ExecutionStatus.PAUSED,
+        status is not None,  # a status sets wake_at to exactly control.wake_at (see commits.py)
         control.wake_at,
         terminal,
         control.variables_json or None,
