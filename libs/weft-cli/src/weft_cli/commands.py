@@ -48,7 +48,7 @@ async def cmd_up(args: argparse.Namespace) -> int:
     common = CommonSettings()
     setup_logging(common.log_level, json_lines=common.log_json, service="weft")
     # One process, one resource ("weft"); the state service's SQL and Redis calls are traced too.
-    setup_telemetry("weft", common, libraries=("sqlalchemy", "redis"))
+    setup_telemetry("weft", common, libraries=("sqlalchemy", "asyncpg", "redis"))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
