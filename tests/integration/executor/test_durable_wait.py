@@ -147,3 +147,38 @@ async def test_an_approval_after_a_woken_wait_does_not_keep_the_old_wake_up(
     check_log(events)
     assert types(events).count("execution:paused") == 2
     assert types(events).count("execution:resumed") == 2
+
+
+async def test_a_resumed_execution_reads_running_until_it_pauses_or_ends(stack: Stack) -> None:
+    """After a resume the execution is RUNNING again (GET shows it; and a worker dying from here
+    on leaves a RUNNING execution whose expired lease lets another worker take it)."""
+    workflow = {
+        "id": "approve-then-work",
+        "nodes": [
+            {"id": "start", "type": "start"},
+            {"id": "ok", "type": "approval", "config": {"reason": "go?"}},
+            {"id": "work", "type": "wait", "config": {"durationMs": 1500}},
+            {"id": "out", "type": "output", "config": {"value": "{{ok.by}}"}},
+        ],
+        "edges": [
+            {"source": "start", "target": "ok"},
+            {"source": "ok", "target": "work"},
+            {"source": "work", "target": "out"},
+        ],
+    }
+    started = await stack.start(workflow, {})
+    execution_id = started.execution_id
+    await stack.wait_status(execution_id, "PAUSED", within=15)
+    await stack.executor.ResumeExecution(
+        executor_pb2.ResumeExecutionRequest(
+            execution_id=execution_id, node_id="ok", input_json=jsonutil.dumps({"by": "ada"})
+        )
+    )
+    running = await stack.wait_status(execution_id, "RUNNING", "SUCCEEDED", "FAILED", within=10)
+    assert running.status == workflow_pb2.EXECUTION_STATUS_RUNNING, running
+    assert not running.paused_nodes
+    done = await stack.wait_status(execution_id, "SUCCEEDED", "FAILED", within=15)
+    assert outputs(done) == {"out": "ada"}
+    events = await stack.events(execution_id)
+    check_log(events)
+    assert types(events).count("execution:resumed") == 1

@@ -615,6 +615,9 @@ class ExecutionRun:
         run.resume = resume
         run.parked = None
         run.frame.open.pop(run.node.id, None)
+        # The execution runs again: the row says so (GET shows RUNNING, and a worker dying from
+        # here on leaves a RUNNING execution whose lease expires, so another worker takes it).
+        self.journal.control(ControlUpdate(status="RUNNING"))
         self.event(
             "execution:resumed",
             payload={"nodeId": run.node.id, "scope": scope_json(run.frame.scope)},
