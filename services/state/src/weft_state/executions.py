@@ -111,7 +111,8 @@ async def create_execution(store: StateStore, req: CreateExecution) -> CreatedEx
             lease_owner=lease.worker_id, lease_token=lease.token, lease_expires_at=lease.expires_at
         )
     try:
-        async with store.db.engine.begin() as conn:  # one round of checkout for the fast path
+        # Autocommit: the INSERT is the only write, so no BEGIN/COMMIT round trips around it.
+        async with store.autocommit.connect() as conn:
             if req.idempotency_key:
                 found = await _by_idempotency_key(conn, req.owner, req.idempotency_key)
                 if found:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import and_, or_, select, text, update
 
@@ -24,6 +25,7 @@ from .domain import (
     LeaseGrant,
     LeaseRef,
     LoadedExecution,
+    PausedNode,
     RenewResult,
     ResumeRow,
     StepRow,
@@ -154,7 +156,7 @@ async def release_lease(store: StateStore, lease: LeaseRef) -> None:
 
 async def load_execution(store: StateStore, lease: LeaseRef) -> LoadedExecution:
     """Everything to (re)run a claimed execution from its last commit."""
-    async with store.db.engine.connect() as conn:
+    async with store.autocommit.connect() as conn:
         row = await store.execution_row(conn, lease.execution_id, "")
         if row.lease_token != lease.token:
             raise Conflict(
@@ -162,15 +164,24 @@ async def load_execution(store: StateStore, lease: LeaseRef) -> LoadedExecution:
                 details={"reason": "LEASE_LOST"},
             )
         if row.workflow_version:
-            dag = (
-                await conn.execute(
-                    select(WV.c.dag).where(
-                        WV.c.workflow_id == row.workflow_id, WV.c.version == row.workflow_version
+            key = (row.workflow_id, row.workflow_version)
+            dag = store.dag_cache.get(key)
+            if dag is None:
+                dag = (
+                    await conn.execute(
+                        select(WV.c.dag).where(
+                            WV.c.workflow_id == row.workflow_id,
+                            WV.c.version == row.workflow_version,
+                        )
                     )
-                )
-            ).scalar_one()
+                ).scalar_one()
+                store.remember_dag(*key, dag)
         else:
             dag = row.dag or b""
+        if row.version == 0:
+            # Nothing committed yet (a fresh execution, the common case): steps and pauses are
+            # only written by commits, which move the version, so there is nothing to read.
+            return _loaded(row, dag, [], [], [])
         steps = [
             StepRow(
                 key=s.key,
@@ -202,6 +213,12 @@ async def load_execution(store: StateStore, lease: LeaseRef) -> LoadedExecution:
             )
         ]
         paused = await store.paused_nodes(conn, lease.execution_id) if row.open_pauses else []
+    return _loaded(row, dag, steps, resumes, paused)
+
+
+def _loaded(
+    row: Any, dag: bytes, steps: list[StepRow], resumes: list[ResumeRow], paused: list[PausedNode]
+) -> LoadedExecution:
     return LoadedExecution(
         execution=execution_record(row, paused),
         dag=dag,

@@ -50,6 +50,7 @@ PAUSE_OPEN, PAUSE_CLAIMED, PAUSE_APPLIED, PAUSE_CANCELLED = (
     "applied",
     "cancelled",
 )
+_DAG_CACHE_SIZE = 512
 ACTIVE_STATUSES = (ExecutionStatus.PENDING, ExecutionStatus.RUNNING, ExecutionStatus.PAUSED)
 
 
@@ -68,6 +69,17 @@ class StateStore:
         self.db = db
         self.bus = bus
         self.options = options or StoreOptions()
+        # Compiled DAGs by (workflow id, version): versions are never updated once registered,
+        # so every LoadExecution after the first of a version skips reading the DAG again.
+        self.dag_cache: dict[tuple[str, int], bytes] = {}
+        # Connections without BEGIN/COMMIT (a round trip each) for work whose only write is one
+        # statement, or which only reads (each statement sees committed data either way).
+        self.autocommit = db.engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    def remember_dag(self, workflow_id: str, version: int, dag: bytes) -> None:
+        if len(self.dag_cache) >= _DAG_CACHE_SIZE:
+            self.dag_cache.clear()  # many versions in use: start over (bounded memory)
+        self.dag_cache[(workflow_id, version)] = dag
 
     def insert(self, table: Table) -> Any:
         """A dialect insert (with ``on_conflict_do_update`` and ``excluded``)."""
