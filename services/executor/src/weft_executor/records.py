@@ -22,8 +22,8 @@ __all__ = [
     "Scope",
     "ScopeEntry",
     "StepRecord",
-    "scope_key",
     "scope_json",
+    "scope_key",
 ]
 
 
@@ -47,7 +47,7 @@ def scope_json(scope: Scope) -> list[dict[str, Any]]:
     return [{"container": s.container, "index": s.index} for s in scope]
 
 
-class NodeStatus(str, Enum):
+class NodeStatus(str, Enum):  # noqa: UP042 - str() must stay the member name for logs
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
