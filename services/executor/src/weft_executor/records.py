@@ -47,7 +47,7 @@ def scope_json(scope: Scope) -> list[dict[str, Any]]:
     return [{"container": s.container, "index": s.index} for s in scope]
 
 
-class NodeStatus(str, Enum):  # noqa: UP042 - str() must stay the member name for logs
+class NodeStatus(str, Enum):  # noqa: UP042 - StrEnum would change str() of members
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
