@@ -58,6 +58,10 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ .root.Values.global.logJson | quote }}
 - name: OTEL_SERVICE_NAME
   value: {{ printf "weft-%s" .component | quote }}
+{{- if .root.Values.global.metricsPort }}
+- name: WEFT_METRICS_PORT
+  value: {{ .root.Values.global.metricsPort | quote }}
+{{- end }}
 {{- with .root.Values.global.otlpEndpoint }}
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ . | quote }}
@@ -88,6 +92,12 @@ spec:
     metadata:
       labels:
         {{- include "weft.selectorLabels" . | nindent 8 }}
+      {{- if .root.Values.global.metricsPort }}
+      annotations:
+        prometheus.io/scrape: "true"
+        prometheus.io/port: {{ .root.Values.global.metricsPort | quote }}
+        prometheus.io/path: /metrics
+      {{- end }}
     spec:
       {{- with .root.Values.global.imagePullSecrets }}
       imagePullSecrets:
@@ -108,6 +118,10 @@ spec:
           ports:
             - name: {{ if .grpc }}grpc{{ else }}http{{ end }}
               containerPort: {{ .values.port }}
+            {{- if .root.Values.global.metricsPort }}
+            - name: metrics
+              containerPort: {{ .root.Values.global.metricsPort }}
+            {{- end }}
           {{- if .grpc }}
           readinessProbe:
             grpc:
