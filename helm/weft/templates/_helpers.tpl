@@ -115,6 +115,13 @@ spec:
             {{- include "weft.env" . | nindent 12 }}
             - name: WEFT_PORT
               value: {{ .values.port | quote }}
+            {{- with .values.apiTokensSecret }}
+            - name: WEFT_API_TOKENS
+              valueFrom:
+                secretKeyRef:
+                  name: {{ . }}
+                  key: apiTokens
+            {{- end }}
           ports:
             - name: {{ if .grpc }}grpc{{ else }}http{{ end }}
               containerPort: {{ .values.port }}
