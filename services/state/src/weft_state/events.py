@@ -26,7 +26,6 @@ log = logging.getLogger("weft.state.events")
 
 EVENTS_PREFIX = "weft:events:"
 WORK_CHANNEL = "weft:work"
-_COALESCE_S = 0.002  # how long a Redis publish waits for more to send with it
 
 
 class Subscription:
@@ -251,9 +250,6 @@ class RedisBus(_LocalFanout):
     async def _send_loop(self) -> None:
         while not self._closed:
             batch = [await self._outbox.get()]
-            # Let the next moment's commits join: one pipeline (a socket write and a read) per
-            # batch rather than per commit is most of the bus's cost per commit under load.
-            await asyncio.sleep(_COALESCE_S)
             while not self._outbox.empty() and len(batch) < 512:
                 batch.append(self._outbox.get_nowait())
             try:
