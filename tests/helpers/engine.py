@@ -2,7 +2,7 @@
 
 ``run_json(workflow, input)`` compiles a SPEC JSON workflow with the dag-builder and runs it with
 ``weft_executor.Engine`` into a ``RecordingStore``. ``play_case(case, fake_url)`` plays an
-acceptance case (``/work/shared/acceptance/cases``) the way ``run.py`` does through the gateway:
+acceptance case (``../shared/acceptance/cases``) the way ``run.py`` does through the gateway:
 same steps (pause/resume/cancel/sleep), same expectations and the same event-log invariants
 (``check_event_log``/``check_events`` are imported from ``run.py`` itself).
 
@@ -36,7 +36,8 @@ from weft_executor.memory_store import RecordingStore
 from weft_executor.records import NodeLogRecord, scope_json, scope_key
 from weft_executor.settings import ExecutorSettings
 
-ACCEPTANCE = Path("/work/shared/acceptance")
+# shared/ lies beside the repository (CI clones it elsewhere with a copy of shared/ beside it).
+ACCEPTANCE = Path(__file__).resolve().parents[3] / "shared" / "acceptance"
 CASES = ACCEPTANCE / "cases"
 
 # What run.py --start puts in the stack's environment.
@@ -47,7 +48,7 @@ ACCEPTANCE_ENV = {
 
 
 def acceptance_runner() -> ModuleType:
-    """``/work/shared/acceptance/run.py`` as a module (its Fake server and its checks)."""
+    """``../shared/acceptance/run.py`` as a module (its Fake server and its checks)."""
     name = "weft_acceptance_run"
     mod = sys.modules.get(name)
     if mod is None:
