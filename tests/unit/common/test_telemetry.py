@@ -145,7 +145,8 @@ def test_node_spans_are_skipped_under_a_trace_sampling_left_out(tel: TestTelemet
             assert trace.get_current_span().get_span_context().trace_id == 0xABC
     finally:
         otel_context.detach(token)
-    assert tel.spans() == []
+    # No span for this node (spans of other traces are earlier tests' background work).
+    assert [s.name for s in tel.spans() if s.name == "transform n" or s.context.trace_id == 0xABC] == []
 
 
 def test_link_from_str_rejects_missing_and_malformed_values() -> None:

@@ -214,7 +214,8 @@ async def test_background_polling_rpcs_leave_no_spans(tel: TestTelemetry) -> Non
     finally:
         await srv.stop(0)
     assert seen == [False]
-    assert tel.spans() == []
+    # No span for the poll (other traces are background work left by earlier tests in the process).
+    assert [s.name for s in tel.spans() if "ClaimExecutions" in s.name] == []
     after = tel.metric_value(
         "rpc.server.duration",
         **{"rpc.system": "grpc", "rpc.service": service, "rpc.method": "ClaimExecutions",
