@@ -15,6 +15,7 @@ context right across the yields of a streaming handler.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -202,10 +203,9 @@ def _wrap_unary_stream(fn: Callable[..., AsyncIterator[Any]], method: str, metad
         finally:
             aclose = getattr(stream, "aclose", None)
             if exc_seen is not None and aclose is not None:
-                try:
+                # Best-effort cleanup of a stream that already failed: its own error must win.
+                with contextlib.suppress(Exception):
                     await aclose()
-                except Exception:
-                    pass
             call.finish(context, exc_seen)
 
     return traced
