@@ -73,7 +73,7 @@ class ListWorkflowsResponse(_message.Message):
     def __init__(self, workflows: _Optional[_Iterable[_Union[WorkflowVersion, _Mapping]]] = ...) -> None: ...
 
 class CreateExecutionRequest(_message.Message):
-    __slots__ = ("workflow_id", "workflow_version", "definition", "dag", "input_json", "idempotency_key", "owner", "parent_execution_id", "parent_node_id", "depth", "claim_worker_id", "lease_ms")
+    __slots__ = ("workflow_id", "workflow_version", "definition", "dag", "input_json", "idempotency_key", "owner", "parent_execution_id", "parent_node_id", "depth", "claim_worker_id", "lease_ms", "load")
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEFINITION_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +86,7 @@ class CreateExecutionRequest(_message.Message):
     DEPTH_FIELD_NUMBER: _ClassVar[int]
     CLAIM_WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     LEASE_MS_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
     workflow_id: str
     workflow_version: int
     definition: _workflow_pb2.WorkflowDefinition
@@ -98,17 +99,20 @@ class CreateExecutionRequest(_message.Message):
     depth: int
     claim_worker_id: str
     lease_ms: int
-    def __init__(self, workflow_id: _Optional[str] = ..., workflow_version: _Optional[int] = ..., definition: _Optional[_Union[_workflow_pb2.WorkflowDefinition, _Mapping]] = ..., dag: _Optional[_Union[_workflow_pb2.CompiledDag, _Mapping]] = ..., input_json: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., owner: _Optional[str] = ..., parent_execution_id: _Optional[str] = ..., parent_node_id: _Optional[str] = ..., depth: _Optional[int] = ..., claim_worker_id: _Optional[str] = ..., lease_ms: _Optional[int] = ...) -> None: ...
+    load: bool
+    def __init__(self, workflow_id: _Optional[str] = ..., workflow_version: _Optional[int] = ..., definition: _Optional[_Union[_workflow_pb2.WorkflowDefinition, _Mapping]] = ..., dag: _Optional[_Union[_workflow_pb2.CompiledDag, _Mapping]] = ..., input_json: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., owner: _Optional[str] = ..., parent_execution_id: _Optional[str] = ..., parent_node_id: _Optional[str] = ..., depth: _Optional[int] = ..., claim_worker_id: _Optional[str] = ..., lease_ms: _Optional[int] = ..., load: _Optional[bool] = ...) -> None: ...
 
 class CreateExecutionResponse(_message.Message):
-    __slots__ = ("execution_id", "existing", "lease")
+    __slots__ = ("execution_id", "existing", "lease", "loaded")
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     EXISTING_FIELD_NUMBER: _ClassVar[int]
     LEASE_FIELD_NUMBER: _ClassVar[int]
+    LOADED_FIELD_NUMBER: _ClassVar[int]
     execution_id: str
     existing: bool
     lease: Lease
-    def __init__(self, execution_id: _Optional[str] = ..., existing: _Optional[bool] = ..., lease: _Optional[_Union[Lease, _Mapping]] = ...) -> None: ...
+    loaded: LoadExecutionResponse
+    def __init__(self, execution_id: _Optional[str] = ..., existing: _Optional[bool] = ..., lease: _Optional[_Union[Lease, _Mapping]] = ..., loaded: _Optional[_Union[LoadExecutionResponse, _Mapping]] = ...) -> None: ...
 
 class GetExecutionRequest(_message.Message):
     __slots__ = ("execution_id", "owner")
@@ -335,6 +339,30 @@ class CommitStepResponse(_message.Message):
     version: int
     last_seq: int
     def __init__(self, version: _Optional[int] = ..., last_seq: _Optional[int] = ...) -> None: ...
+
+class CommitStepsRequest(_message.Message):
+    __slots__ = ("commits",)
+    COMMITS_FIELD_NUMBER: _ClassVar[int]
+    commits: _containers.RepeatedCompositeFieldContainer[CommitStepRequest]
+    def __init__(self, commits: _Optional[_Iterable[_Union[CommitStepRequest, _Mapping]]] = ...) -> None: ...
+
+class CommitStepOutcome(_message.Message):
+    __slots__ = ("response", "code", "message", "details_json")
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_JSON_FIELD_NUMBER: _ClassVar[int]
+    response: CommitStepResponse
+    code: int
+    message: str
+    details_json: str
+    def __init__(self, response: _Optional[_Union[CommitStepResponse, _Mapping]] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., details_json: _Optional[str] = ...) -> None: ...
+
+class CommitStepsResponse(_message.Message):
+    __slots__ = ("outcomes",)
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    outcomes: _containers.RepeatedCompositeFieldContainer[CommitStepOutcome]
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[CommitStepOutcome, _Mapping]]] = ...) -> None: ...
 
 class StreamEventsRequest(_message.Message):
     __slots__ = ("execution_id", "after_seq", "owner", "follow_after_terminal")

@@ -95,6 +95,11 @@ class StateServiceStub:
                 request_serializer=weft_dot_state_dot_v1_dot_state__pb2.CommitStepRequest.SerializeToString,
                 response_deserializer=weft_dot_state_dot_v1_dot_state__pb2.CommitStepResponse.FromString,
                 _registered_method=True)
+        self.CommitSteps = channel.unary_unary(
+                '/weft.state.v1.StateService/CommitSteps',
+                request_serializer=weft_dot_state_dot_v1_dot_state__pb2.CommitStepsRequest.SerializeToString,
+                response_deserializer=weft_dot_state_dot_v1_dot_state__pb2.CommitStepsResponse.FromString,
+                _registered_method=True)
         self.StreamEvents = channel.unary_stream(
                 '/weft.state.v1.StateService/StreamEvents',
                 request_serializer=weft_dot_state_dot_v1_dot_state__pb2.StreamEventsRequest.SerializeToString,
@@ -197,6 +202,16 @@ class StateServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CommitSteps(self, request, context):
+        """Cross-execution group commit: the commits of several executions in one call (at most one
+        per execution), applied together in one transaction where the store allows it. Each item
+        is checked and answered as CommitStep would: a stale item is refused without failing the
+        others, and no item is answered before its transaction committed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StreamEvents(self, request, context):
         """Replay the event log after after_seq, then tail live events with no gap and no duplicate.
         Ends after a terminal event.
@@ -282,6 +297,11 @@ def add_StateServiceServicer_to_server(servicer, server):
                     servicer.CommitStep,
                     request_deserializer=weft_dot_state_dot_v1_dot_state__pb2.CommitStepRequest.FromString,
                     response_serializer=weft_dot_state_dot_v1_dot_state__pb2.CommitStepResponse.SerializeToString,
+            ),
+            'CommitSteps': grpc.unary_unary_rpc_method_handler(
+                    servicer.CommitSteps,
+                    request_deserializer=weft_dot_state_dot_v1_dot_state__pb2.CommitStepsRequest.FromString,
+                    response_serializer=weft_dot_state_dot_v1_dot_state__pb2.CommitStepsResponse.SerializeToString,
             ),
             'StreamEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamEvents,
@@ -624,6 +644,33 @@ class StateService:
             '/weft.state.v1.StateService/CommitStep',
             weft_dot_state_dot_v1_dot_state__pb2.CommitStepRequest.SerializeToString,
             weft_dot_state_dot_v1_dot_state__pb2.CommitStepResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CommitSteps(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weft.state.v1.StateService/CommitSteps',
+            weft_dot_state_dot_v1_dot_state__pb2.CommitStepsRequest.SerializeToString,
+            weft_dot_state_dot_v1_dot_state__pb2.CommitStepsResponse.FromString,
             options,
             channel_credentials,
             insecure,
