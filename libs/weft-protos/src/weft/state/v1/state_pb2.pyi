@@ -364,6 +364,26 @@ class CommitStepsResponse(_message.Message):
     outcomes: _containers.RepeatedCompositeFieldContainer[CommitStepOutcome]
     def __init__(self, outcomes: _Optional[_Iterable[_Union[CommitStepOutcome, _Mapping]]] = ...) -> None: ...
 
+class LiveEvent(_message.Message):
+    __slots__ = ("seq", "event")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    event: EventDraft
+    def __init__(self, seq: _Optional[int] = ..., event: _Optional[_Union[EventDraft, _Mapping]] = ...) -> None: ...
+
+class PublishLiveEventsRequest(_message.Message):
+    __slots__ = ("lease", "events")
+    LEASE_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    lease: Lease
+    events: _containers.RepeatedCompositeFieldContainer[LiveEvent]
+    def __init__(self, lease: _Optional[_Union[Lease, _Mapping]] = ..., events: _Optional[_Iterable[_Union[LiveEvent, _Mapping]]] = ...) -> None: ...
+
+class PublishLiveEventsResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class StreamEventsRequest(_message.Message):
     __slots__ = ("execution_id", "after_seq", "owner", "follow_after_terminal")
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]

@@ -105,6 +105,11 @@ class StateServiceStub:
                 request_serializer=weft_dot_state_dot_v1_dot_state__pb2.StreamEventsRequest.SerializeToString,
                 response_deserializer=weft_dot_state_dot_v1_dot_state__pb2.StreamEventsResponse.FromString,
                 _registered_method=True)
+        self.PublishLiveEvents = channel.unary_unary(
+                '/weft.state.v1.StateService/PublishLiveEvents',
+                request_serializer=weft_dot_state_dot_v1_dot_state__pb2.PublishLiveEventsRequest.SerializeToString,
+                response_deserializer=weft_dot_state_dot_v1_dot_state__pb2.PublishLiveEventsResponse.FromString,
+                _registered_method=True)
         self.EnqueueResume = channel.unary_unary(
                 '/weft.state.v1.StateService/EnqueueResume',
                 request_serializer=weft_dot_state_dot_v1_dot_state__pb2.EnqueueResumeRequest.SerializeToString,
@@ -220,6 +225,16 @@ class StateServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishLiveEvents(self, request, context):
+        """Live lane: hand events (stream:chunk) to the execution's current subscribers before they
+        are committed; nothing is stored. The lease holder gives each event the seq its commit will
+        assign (it is the only writer), and a later CommitStep stores the same events with those
+        seqs. Best effort: a subscriber that misses one reads it from the log.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def EnqueueResume(self, request, context):
         """Queue a resume for a paused node: validates the input against the node's inputSchema
         (INVALID_ARGUMENT), claims the pause atomically (FAILED_PRECONDITION when not paused there).
@@ -307,6 +322,11 @@ def add_StateServiceServicer_to_server(servicer, server):
                     servicer.StreamEvents,
                     request_deserializer=weft_dot_state_dot_v1_dot_state__pb2.StreamEventsRequest.FromString,
                     response_serializer=weft_dot_state_dot_v1_dot_state__pb2.StreamEventsResponse.SerializeToString,
+            ),
+            'PublishLiveEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishLiveEvents,
+                    request_deserializer=weft_dot_state_dot_v1_dot_state__pb2.PublishLiveEventsRequest.FromString,
+                    response_serializer=weft_dot_state_dot_v1_dot_state__pb2.PublishLiveEventsResponse.SerializeToString,
             ),
             'EnqueueResume': grpc.unary_unary_rpc_method_handler(
                     servicer.EnqueueResume,
@@ -698,6 +718,33 @@ class StateService:
             '/weft.state.v1.StateService/StreamEvents',
             weft_dot_state_dot_v1_dot_state__pb2.StreamEventsRequest.SerializeToString,
             weft_dot_state_dot_v1_dot_state__pb2.StreamEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishLiveEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weft.state.v1.StateService/PublishLiveEvents',
+            weft_dot_state_dot_v1_dot_state__pb2.PublishLiveEventsRequest.SerializeToString,
+            weft_dot_state_dot_v1_dot_state__pb2.PublishLiveEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,
