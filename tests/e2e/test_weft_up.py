@@ -108,4 +108,4 @@ async def restart_scenario(tmp_path: Path, sig: int, env: dict[str, str]) -> Non
                 ids = [int(line[4:]) async for line in resp.aiter_lines() if line.startswith("id: ")]
             assert ids == list(range(1, len(ids) + 1))
     finally:
-        assert await second.stop() == 0
+        assert await second.stop() == 0, second.log.read_text()[-8000:]

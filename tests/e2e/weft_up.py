@@ -62,5 +62,6 @@ class WeftUp:
             except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
-                raise AssertionError(f"weft up did not stop within {within}s after {sig}") from None
+                tail = self.log.read_text()[-6000:]
+                raise AssertionError(f"weft up did not stop within {within}s after {sig}:\n{tail}") from None
         return int(self.proc.returncode or 0)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import signal
 import sys
 from typing import Any
@@ -69,8 +71,87 @@ async def cmd_up(args: argparse.Namespace) -> int:
         await stop.wait()
     finally:
         sys.stderr.write("weft up: stopping\n")
-        await stack.stop()
+        stop.clear()  # a second Ctrl-C/SIGTERM while stopping means: stop now
+        await _stop_within(stack.stop(), stop, common.grpc_shutdown_grace_s + STOP_SLACK_S)
+    await _leave_cleanly()
     return EXIT_OK
+
+
+STOP_SLACK_S = 20.0
+
+
+async def _stop_within(stopping: Any, again: asyncio.Event, within: float) -> None:
+    """Run the stack's shutdown; if it outlasts ``within`` seconds or a second signal arrives, print
+    where every task and thread is stuck (so a hang is diagnosable) and give up on it."""
+    task = asyncio.ensure_future(stopping)
+    interrupt = asyncio.ensure_future(again.wait())
+    await asyncio.wait({task, interrupt}, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    interrupt.cancel()
+    if task.done():
+        task.result()
+        return
+    import faulthandler
+
+    why = "second signal" if again.is_set() else f"not stopped after {within:.0f} s"
+    sys.stderr.write(f"weft up: {why}; exiting without a clean stop. Stuck tasks:\n")
+    for other in asyncio.all_tasks():
+        trail = _awaiting(other.get_coro())
+        # gRPC's own idle request loops (Cython frames only) say nothing about the hang.
+        if other is not asyncio.current_task() and not all(".pyx" in w for w in trail):
+            sys.stderr.write(f"  task {other.get_name()}:\n" + "".join(f"    {w}\n" for w in trail))
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+    sys.stderr.flush()
+    # Every step is already committed; what is left is only in-memory. asyncio.run would wait for
+    # the stuck tasks again, so leave at once (another replica or the next start resumes the work).
+    os._exit(EXIT_FAILED)
+
+
+async def _leave_cleanly(within: float = 5.0) -> None:
+    """After a clean stop, finish what ``asyncio.run`` would otherwise wait on without a bound:
+    leftover tasks (cancelled here) and threads (the default executor's, database drivers').
+    Whatever is still stuck after ``within`` is named and left behind: every step is committed."""
+    import threading
+
+    me = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not me]
+    for task in tasks:
+        task.cancel()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    if tasks:
+        await asyncio.wait(tasks, timeout=within)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(loop.shutdown_default_executor(), max(0.1, deadline - loop.time()))
+    stuck = [t.get_name() for t in tasks if not t.done()]
+    threads = [
+        t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon
+    ]
+    for thread in threads:
+        thread.join(max(0.0, deadline - loop.time()))
+    stuck += [f"thread {t.name}" for t in threads if t.is_alive()]
+    if stuck:
+        sys.stderr.write(f"weft up: stopped, leaving behind: {', '.join(stuck)}\n")
+        sys.stderr.flush()
+        os._exit(EXIT_OK)
+
+
+def _awaiting(coro: Any) -> list[str]:
+    """Where a suspended coroutine waits: its frame, then each coroutine it awaits, innermost last."""
+    out: list[str] = []
+    while coro is not None and len(out) < 40:
+        frame = (
+            getattr(coro, "cr_frame", None)
+            or getattr(coro, "gi_frame", None)
+            or getattr(coro, "ag_frame", None)
+        )
+        if frame is not None:
+            out.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+        coro = (
+            getattr(coro, "cr_await", None)
+            or getattr(coro, "gi_yieldfrom", None)
+            or getattr(coro, "ag_await", None)
+        )
+    return out
 
 
 # ---------------------------------------------------------------------- run
@@ -182,7 +263,9 @@ async def cmd_logs(args: argparse.Namespace) -> int:
         async for item in api.events("GET", f"/v1/executions/{args.id}/stream"):
             if isinstance(item, str):
                 continue
-            sys.stdout.write((json.dumps(item.data) if args.json else format_event(item.data)) + "\n")
+            sys.stdout.write(
+                (json.dumps(item.data) if args.json else format_event(item.data)) + "\n"
+            )
             sys.stdout.flush()
             if not args.follow and int(item.data.get("seq", 0)) >= upto:
                 break
@@ -200,8 +283,11 @@ async def cmd_resume(args: argparse.Namespace) -> int:
         # The embedded stack lives only for this command: see the run to its end or next pause.
         progress = Progress()
         execution = await api.request("GET", f"/v1/executions/{args.id}")
-        async for item in api.events("GET", f"/v1/executions/{args.id}/stream",
-                                     last_event_id=int(execution.get("lastSeq") or 0)):
+        async for item in api.events(
+            "GET",
+            f"/v1/executions/{args.id}/stream",
+            last_event_id=int(execution.get("lastSeq") or 0),
+        ):
             if isinstance(item, str):
                 continue
             progress.on_event(item)
@@ -248,9 +334,15 @@ async def cmd_workflows_list(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "up": cmd_up, "run": cmd_run, "validate": cmd_validate, "status": cmd_status,
-    "logs": cmd_logs, "resume": cmd_resume, "cancel": cmd_cancel,
-    "workflows register": cmd_workflows_register, "workflows list": cmd_workflows_list,
+    "up": cmd_up,
+    "run": cmd_run,
+    "validate": cmd_validate,
+    "status": cmd_status,
+    "logs": cmd_logs,
+    "resume": cmd_resume,
+    "cancel": cmd_cancel,
+    "workflows register": cmd_workflows_register,
+    "workflows list": cmd_workflows_list,
 }
 
 
