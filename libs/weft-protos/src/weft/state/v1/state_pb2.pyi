@@ -73,7 +73,7 @@ class ListWorkflowsResponse(_message.Message):
     def __init__(self, workflows: _Optional[_Iterable[_Union[WorkflowVersion, _Mapping]]] = ...) -> None: ...
 
 class CreateExecutionRequest(_message.Message):
-    __slots__ = ("workflow_id", "workflow_version", "definition", "dag", "input_json", "idempotency_key", "owner", "parent_execution_id", "parent_node_id", "depth", "claim_worker_id", "lease_ms", "load")
+    __slots__ = ("workflow_id", "workflow_version", "definition", "dag", "input_json", "idempotency_key", "owner", "parent_execution_id", "parent_node_id", "depth", "claim_worker_id", "lease_ms", "load", "trace_context")
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEFINITION_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +87,7 @@ class CreateExecutionRequest(_message.Message):
     CLAIM_WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     LEASE_MS_FIELD_NUMBER: _ClassVar[int]
     LOAD_FIELD_NUMBER: _ClassVar[int]
+    TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     workflow_id: str
     workflow_version: int
     definition: _workflow_pb2.WorkflowDefinition
@@ -100,7 +101,8 @@ class CreateExecutionRequest(_message.Message):
     claim_worker_id: str
     lease_ms: int
     load: bool
-    def __init__(self, workflow_id: _Optional[str] = ..., workflow_version: _Optional[int] = ..., definition: _Optional[_Union[_workflow_pb2.WorkflowDefinition, _Mapping]] = ..., dag: _Optional[_Union[_workflow_pb2.CompiledDag, _Mapping]] = ..., input_json: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., owner: _Optional[str] = ..., parent_execution_id: _Optional[str] = ..., parent_node_id: _Optional[str] = ..., depth: _Optional[int] = ..., claim_worker_id: _Optional[str] = ..., lease_ms: _Optional[int] = ..., load: _Optional[bool] = ...) -> None: ...
+    trace_context: str
+    def __init__(self, workflow_id: _Optional[str] = ..., workflow_version: _Optional[int] = ..., definition: _Optional[_Union[_workflow_pb2.WorkflowDefinition, _Mapping]] = ..., dag: _Optional[_Union[_workflow_pb2.CompiledDag, _Mapping]] = ..., input_json: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., owner: _Optional[str] = ..., parent_execution_id: _Optional[str] = ..., parent_node_id: _Optional[str] = ..., depth: _Optional[int] = ..., claim_worker_id: _Optional[str] = ..., lease_ms: _Optional[int] = ..., load: _Optional[bool] = ..., trace_context: _Optional[str] = ...) -> None: ...
 
 class CreateExecutionResponse(_message.Message):
     __slots__ = ("execution_id", "existing", "lease", "loaded")
@@ -261,7 +263,7 @@ class ResumeRequest(_message.Message):
     def __init__(self, resume_id: _Optional[str] = ..., node_id: _Optional[str] = ..., scope: _Optional[_Iterable[_Union[_workflow_pb2.ScopeEntry, _Mapping]]] = ..., input_json: _Optional[str] = ..., enqueued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class LoadExecutionResponse(_message.Message):
-    __slots__ = ("execution", "dag", "steps", "variables_json", "resumes", "version", "cancel_requested", "depth")
+    __slots__ = ("execution", "dag", "steps", "variables_json", "resumes", "version", "cancel_requested", "depth", "trace_context")
     EXECUTION_FIELD_NUMBER: _ClassVar[int]
     DAG_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -270,6 +272,7 @@ class LoadExecutionResponse(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CANCEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     DEPTH_FIELD_NUMBER: _ClassVar[int]
+    TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     execution: _workflow_pb2.Execution
     dag: _workflow_pb2.CompiledDag
     steps: _containers.RepeatedCompositeFieldContainer[StepRecord]
@@ -278,7 +281,8 @@ class LoadExecutionResponse(_message.Message):
     version: int
     cancel_requested: bool
     depth: int
-    def __init__(self, execution: _Optional[_Union[_workflow_pb2.Execution, _Mapping]] = ..., dag: _Optional[_Union[_workflow_pb2.CompiledDag, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[StepRecord, _Mapping]]] = ..., variables_json: _Optional[str] = ..., resumes: _Optional[_Iterable[_Union[ResumeRequest, _Mapping]]] = ..., version: _Optional[int] = ..., cancel_requested: _Optional[bool] = ..., depth: _Optional[int] = ...) -> None: ...
+    trace_context: str
+    def __init__(self, execution: _Optional[_Union[_workflow_pb2.Execution, _Mapping]] = ..., dag: _Optional[_Union[_workflow_pb2.CompiledDag, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[StepRecord, _Mapping]]] = ..., variables_json: _Optional[str] = ..., resumes: _Optional[_Iterable[_Union[ResumeRequest, _Mapping]]] = ..., version: _Optional[int] = ..., cancel_requested: _Optional[bool] = ..., depth: _Optional[int] = ..., trace_context: _Optional[str] = ...) -> None: ...
 
 class EventDraft(_message.Message):
     __slots__ = ("type", "node_id", "scope", "timestamp", "payload_json")
