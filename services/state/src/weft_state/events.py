@@ -4,6 +4,12 @@ long-polling claimers.
 ``InProcessBus`` fans out inside this process (embedded mode). ``RedisBus`` does the same locally
 and also publishes through Redis pub/sub, so that a replica streaming an execution hears the
 commits other replicas make (it subscribes to that execution's channel while it streams it).
+
+Two kinds of events travel on it: committed events (``publish``, after their transaction) and
+live ones (``publish_live``: ``LiveEvent``, a ``stream:chunk`` handed over by the execution's
+worker before its commit, with the seq that commit will give it). Streams tell them apart: a
+live event ahead of the next seq waits for what precedes it, a committed one there means a
+publish was missed.
 The bus only speeds things up: publishing never blocks or fails a commit (Redis writes happen in
 a background task and are dropped while Redis is down), and streams re-read the database when
 they see a gap, overflow or silence, so losing Redis loses no event.
@@ -16,16 +22,24 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .domain import StoredEvent
 
-__all__ = ["EventBus", "InProcessBus", "RedisBus", "Subscription", "make_bus"]
+__all__ = ["EventBus", "InProcessBus", "LiveEvent", "RedisBus", "Subscription", "make_bus"]
 
 log = logging.getLogger("weft.state.events")
 
 EVENTS_PREFIX = "weft:events:"
 WORK_CHANNEL = "weft:work"
+_LIVE_MARK = "\tlive"  # appended to the source line of a Redis message of live events
+
+
+@dataclass(frozen=True, slots=True)
+class LiveEvent(StoredEvent):
+    """An event published before its commit (the live lane of ``stream:chunk``): same seq and
+    same JSON as the committed copy that follows it."""
 
 
 class Subscription:
@@ -68,6 +82,9 @@ class EventBus(Protocol):
 
     def publish(self, execution_id: str, events: Sequence[StoredEvent]) -> None:
         """Fan out committed events (never blocks, never raises)."""
+
+    def publish_live(self, execution_id: str, events: Sequence[LiveEvent]) -> None:
+        """Fan out events ahead of their commit (never blocks, never raises)."""
 
     def subscribe(self, execution_id: str) -> Subscription: ...
 
@@ -135,6 +152,10 @@ class InProcessBus(_LocalFanout):
         if events:
             self._deliver(execution_id, events)
 
+    def publish_live(self, execution_id: str, events: Sequence[LiveEvent]) -> None:
+        if events:
+            self._deliver(execution_id, events)
+
     def notify_work(self) -> None:
         self._wake_workers()
 
@@ -148,11 +169,12 @@ def _encode(source: str, events: Sequence[StoredEvent]) -> str:
 
 def _decode(execution_id: str, data: str) -> tuple[str, list[StoredEvent]]:
     source, _, body = data.partition("\n")
-    events = []
+    kind = LiveEvent if source.endswith(_LIVE_MARK) else StoredEvent
+    events: list[StoredEvent] = []
     for line in body.split("\n") if body else ():
         seq, etype, node_id, payload = line.split("\t", 3)
-        events.append(StoredEvent(execution_id, int(seq), etype, node_id, payload))
-    return source, events
+        events.append(kind(execution_id, int(seq), etype, node_id, payload))
+    return source.removesuffix(_LIVE_MARK), events
 
 
 class RedisBus(_LocalFanout):
@@ -231,6 +253,14 @@ class RedisBus(_LocalFanout):
         self._deliver(execution_id, events)
         self._enqueue(self._events_prefix + execution_id, _encode(self.instance_id, events))
 
+    def publish_live(self, execution_id: str, events: Sequence[LiveEvent]) -> None:
+        if not events:
+            return
+        self._deliver(execution_id, events)
+        self._enqueue(
+            self._events_prefix + execution_id, _encode(self.instance_id + _LIVE_MARK, events)
+        )
+
     def notify_work(self) -> None:
         self._wake_workers()
         self._enqueue(self._work_channel, self.instance_id)
@@ -293,8 +323,8 @@ class RedisBus(_LocalFanout):
                 self._wake_workers()
             return
         execution_id = channel[len(self._events_prefix) :]
-        if not self._has_subscribers(execution_id) or data.startswith(self.instance_id + "\n"):
-            return
+        if not self._has_subscribers(execution_id) or data.startswith(self.instance_id):
+            return  # nobody streams it here, or our own message (source line, "\tlive" or not)
         try:
             _, events = _decode(execution_id, data)
         except ValueError:
