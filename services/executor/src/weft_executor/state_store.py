@@ -22,8 +22,9 @@ import grpc
 from weft.state.v1 import state_pb2, state_pb2_grpc
 from weft_common.errors import Conflict, from_rpc_error
 
+from .convert import _event as event_to_proto
 from .convert import commit_to_request
-from .records import Commit
+from .records import Commit, EventDraft
 from .tracing import record_commit
 
 __all__ = ["StateExecutionStore"]
@@ -67,6 +68,18 @@ class StateExecutionStore:
     def fence(self, reason: str) -> None:
         """Refuse every later write (the lease is gone): the engine stops at its next commit."""
         self._fenced = reason
+
+    async def publish_live(self, events: list[tuple[int, EventDraft]]) -> None:
+        """The journal's live lane: hand ``(seq, event)`` pairs to the execution's subscribers
+        before their commit (``PublishLiveEvents``; nothing is stored). Raises on failure; the
+        caller ignores it, since the commit delivers the same events."""
+        if self._fenced:
+            return
+        request = state_pb2.PublishLiveEventsRequest(
+            lease=self.lease,
+            events=[state_pb2.LiveEvent(seq=seq, event=event_to_proto(e)) for seq, e in events],
+        )
+        await self._stub.PublishLiveEvents(request, timeout=self._timeout_s)
 
     @property
     def fenced(self) -> bool:
