@@ -9,19 +9,68 @@ Rules (SPEC section 4, DESIGN "Durability"):
 - events not tied to a step (``node:started``, ``node:retrying``, ``stream:chunk``) ride on the next
   commit, or are flushed on their own after ``flush_ms`` when no commit comes;
 - events reach the store in the order the engine produced them.
+
+The live lane (when the store has ``publish_live``, i.e. the state service): ``stream:chunk``
+events are handed to the execution's subscribers at once, each with the seq its commit will give
+it, and are committed in batches (every ``CHUNK_FLUSH_MS`` or ``CHUNK_BATCH`` chunks), so a
+token costs no database write of its own while readers still see it within milliseconds. The
+journal can predict seqs because this worker is the only writer of the log while it holds the
+lease, and every event goes through here in order: the seq of the n-th event appended is
+``base + n``, ``base`` being learnt from the first commit that wrote events (and checked at each
+commit after it; a mismatch turns the live lane off). A live seq must never later mean another
+event, even if this worker dies before the commit or loses its lease, so:
+
+- a chunk goes live only if its run's ``node:started`` is durable (the run is open in the log
+  from then on until its end is committed, and its chunks before that end);
+- and only up to ``LIVE_WINDOW`` seqs past the last durable one;
+- a worker taking over an execution with an open run of a live node type (``LIVE_NODE_TYPES``)
+  commits ``LIVE_WINDOW`` placeholder chunks (``content: ""``, ``placeholder: true``) before
+  anything else (``cover_live_window``): the seqs its predecessor may have shown are filled,
+  never reused, and the log stays gap-free. Those chunks' text is lost with the worker that
+  streamed them (the node runs again from the start, as without the live lane).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import logging
+import time
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
-from .records import Commit, ControlUpdate, EventDraft, ExecutionStore, NodeLogRecord, StepRecord
+from .records import (
+    Commit,
+    ControlUpdate,
+    EventDraft,
+    ExecutionStore,
+    NodeLogRecord,
+    Scope,
+    ScopeEntry,
+    StepRecord,
+)
 
-__all__ = ["Journal", "add_token_usage", "merge_control"]
+__all__ = [
+    "CHUNK_BATCH",
+    "CHUNK_FLUSH_MS",
+    "LIVE_NODE_TYPES",
+    "LIVE_WINDOW",
+    "Journal",
+    "add_token_usage",
+    "merge_control",
+]
+
+log = logging.getLogger("weft.executor.journal")
 
 _LEADER: Any = object()  # marks a write done inline by the caller (``lead``), not by a task
+
+# Live lane (see the module docstring). LIVE_WINDOW is part of the protocol between workers: a
+# take-over fills that many seqs, so it must not shrink while older workers may still run.
+LIVE_WINDOW = 64
+LIVE_NODE_TYPES = frozenset({"llm"})
+CHUNK_FLUSH_MS = 50
+CHUNK_BATCH = 32
+_NODE_ENDS = frozenset({"node:completed", "node:error", "node:cancelled"})
+LivePublisher = Callable[[list[tuple[int, EventDraft]]], Awaitable[None]]
 
 
 def add_token_usage(
@@ -46,11 +95,15 @@ def merge_control(into: ControlUpdate | None, update: ControlUpdate) -> ControlU
     deltas add up)."""
     if into is None:
         return ControlUpdate(
-            status=update.status, variables=update.variables, outputs=update.outputs,
-            error=update.error, paused_nodes=list(update.paused_nodes),
+            status=update.status,
+            variables=update.variables,
+            outputs=update.outputs,
+            error=update.error,
+            paused_nodes=list(update.paused_nodes),
             applied_resume_ids=list(update.applied_resume_ids),
             token_usage=add_token_usage(None, update.token_usage),
-            wake_at=update.wake_at, release_lease=update.release_lease,
+            wake_at=update.wake_at,
+            release_lease=update.release_lease,
         )
     if update.status is not None:
         into.status = update.status
@@ -95,17 +148,120 @@ class Journal:
         self._idle = asyncio.Event()
         self._idle.set()
         self._failed: BaseException | None = None
+        self._timer_due = 0.0
+        self._urgent = False  # an event other than a chunk is buffered (flush_ms applies)
+        self._chunks = 0  # chunks buffered
         self.commits = 0
+        # Live lane state (see the module docstring).
+        self._live: LivePublisher | None = getattr(store, "publish_live", None)
+        self._chunk_s = max(self._flush_s, CHUNK_FLUSH_MS / 1000)
+        self._appended = 0  # events handed to this journal
+        self._written = 0  # of which durable
+        self._base: int | None = None  # seq of event n = base + n
+        self._started: dict[tuple[str, Scope], int] = {}  # open runs' node:started position
+        self._live_out: list[tuple[int, EventDraft]] = []
+        self._live_task: asyncio.Task[None] | None = None
+        self.live_published = 0
 
     # -- producing ----------------------------------------------------------------------------
     def event(self, draft: EventDraft) -> None:
         """Buffer an event; it is written with the next commit or by the flush timer."""
         self._events.append(draft)
-        if self._timer is None and self._failed is None:
-            # One timer per flush interval, never cancelled: when it fires after a commit took
-            # the events, it finds nothing to do. (No timer per event on the hot path.)
-            self._idle.clear()
-            self._timer = asyncio.get_running_loop().call_later(self._flush_s, self._flush)
+        self._appended += 1
+        kind = draft.type
+        if kind == "stream:chunk" and self._live is not None:
+            self._chunks += 1
+            if self._base is not None and self._failed is None:
+                self._go_live(draft)
+            if self._chunks >= CHUNK_BATCH:
+                self._commit_wanted = True
+                self._ensure_writer()
+                return
+            delay = self._chunk_s
+        else:
+            if kind == "node:started":
+                self._started[(draft.node_id, draft.scope)] = self._appended
+            elif kind in _NODE_ENDS:
+                self._started.pop((draft.node_id, draft.scope), None)
+            self._urgent = True
+            delay = self._flush_s
+        if self._failed is None:
+            self._arm(delay)
+
+    def _arm(self, delay: float) -> None:
+        # One timer per flush interval: when it fires after a commit took the events, it finds
+        # nothing to do. (No timer per event on the hot path; an earlier deadline replaces it.)
+        loop = asyncio.get_running_loop()
+        if self._timer is not None:
+            if self._timer_due <= loop.time() + delay:
+                return
+            self._timer.cancel()
+        self._idle.clear()
+        self._timer_due = loop.time() + delay
+        self._timer = loop.call_later(delay, self._flush)
+
+    def _go_live(self, draft: EventDraft) -> None:
+        """Hand a chunk to the live lane with its seq-to-be, when that is safe (see above)."""
+        assert self._base is not None and self._live is not None
+        if draft.payload.get("nodeType") not in LIVE_NODE_TYPES:
+            return
+        started = self._started.get((draft.node_id, draft.scope))
+        if started is not None and started > self._written:
+            return  # its node:started is not durable yet: the commit delivers this one
+        if self._appended - self._written > LIVE_WINDOW:
+            return  # too far past the last durable seq
+        self._live_out.append((self._base + self._appended, draft))
+        if self._live_task is None:
+            self._live_task = asyncio.get_running_loop().create_task(self._send_live())
+
+    async def _send_live(self) -> None:
+        publish = self._live
+        try:
+            while self._live_out and self._failed is None and publish is not None:
+                batch, self._live_out = self._live_out, []
+                try:
+                    await publish(batch)
+                    self.live_published += len(batch)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # best effort: the commit delivers them anyway
+                    log.debug("live publish failed (%r); the commit will deliver them", exc)
+        finally:
+            self._live_task = None
+            self._live_out = []
+
+    def cover_live_window(self, open_runs: Collection[str], nodes: Mapping[str, Any]) -> None:
+        """On a take-over, before any other event: if a run of a live node type is open in the
+        log, the worker that ran it may have shown chunks with seqs up to ``LIVE_WINDOW`` past
+        the log's end; fill those seqs with placeholder chunks so they never mean anything else."""
+        if self._live is None:
+            return  # no live lane in this deployment (an in-memory store)
+        for key in sorted(open_runs):
+            node_id, _, scope_text = key.partition("@")
+            node = nodes.get(node_id)
+            if node is None or node.type not in LIVE_NODE_TYPES:
+                continue
+            scope: Scope = (
+                tuple(
+                    ScopeEntry(container, int(index))
+                    for container, _, index in (p.rpartition(":") for p in scope_text.split("/"))
+                )
+                if scope_text
+                else ()
+            )
+            now = time.time()
+            for _ in range(LIVE_WINDOW):
+                self.event(
+                    EventDraft(
+                        "stream:chunk",
+                        now,
+                        node_id,
+                        scope,
+                        {"content": "", "placeholder": True, "nodeType": node.type},
+                    )
+                )
+            self.commit()
+            return
 
     def step(self, step: StepRecord, log: NodeLogRecord | None = None) -> None:
         self._steps.append(step)
@@ -184,14 +340,23 @@ class Journal:
 
     async def _write_batch(self) -> None:
         commit = Commit(
-            steps=self._steps, node_logs=self._logs, events=self._events, control=self._control,
+            steps=self._steps,
+            node_logs=self._logs,
+            events=self._events,
+            control=self._control,
         )
         followups = self._followups
         self._steps, self._logs, self._events, self._followups = [], [], [], []
         self._control = None
         self._commit_wanted = False
+        self._urgent = False
+        self._chunks = 0
         await self._store.write(commit)
         self.commits += 1
+        if commit.events:
+            self._written += len(commit.events)
+            if self._live is not None:
+                self._check_seqs()
         # May buffer more work (successors finishing synchronously): the caller loops for it.
         self._on_durable(followups)
 
@@ -212,10 +377,26 @@ class Journal:
         if not isinstance(exc, asyncio.CancelledError):
             self._on_error(exc)
 
+    def _check_seqs(self) -> None:
+        """After a commit that wrote events: learn (or check) where this journal's seqs start."""
+        last_seq = int(getattr(self._store, "last_seq", 0) or 0)
+        base = last_seq - self._written
+        if self._base is None:
+            if last_seq > 0 and base >= 0:
+                self._base = base
+        elif base != self._base:
+            # Someone else wrote to the log: our predictions are off, stop the live lane.
+            log.warning(
+                "event seqs moved unexpectedly (%d, expected %d): live lane off",
+                last_seq,
+                self._base + self._written,
+            )
+            self._live = None
+            self._live_out = []
+
     def _after_writes(self) -> None:
         if self._events:
             # Events buffered without a commit request: the timer takes them.
-            if self._timer is None:
-                self._timer = asyncio.get_running_loop().call_later(self._flush_s, self._flush)
+            self._arm(self._flush_s if self._urgent or self._live is None else self._chunk_s)
         else:
             self._idle.set()
