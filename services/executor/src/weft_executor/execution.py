@@ -135,6 +135,9 @@ class ExecutionRun:
         self.starting = True
         self.loop.call_soon(self._started)
         try:
+            if not self.emit_started:
+                # A take-over: seqs the previous worker may have streamed live stay its own.
+                self.journal.cover_live_window(self.open_logged, self.nodes)
             if self.emit_started:
                 self.event(
                     "execution:started", payload={"workflowId": self.dag.workflow_id, "input": self.input}
