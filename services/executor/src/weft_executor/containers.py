@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .frames import Frame, NodeRun
 from .handlers.base import NodeFailure
 from .outputs import frame_result
+from .records import ScopeEntry
 
 if TYPE_CHECKING:
     from .execution import ExecutionRun
@@ -27,12 +28,21 @@ class ContainerRun(ABC):
     def __init__(self, ex: ExecutionRun, run: NodeRun) -> None:
         self.ex = ex
         self.run = run
-        self.node = run.node
-        self.config = run.node.config
-        self.exits = ex.plan.exits[run.node.id]
+        node = self.node = run.node
+        self.config = node.config
+        plan = ex.plan
+        cid = node.id
+        self.exits = plan.exits[cid]
         self.active: dict[int, Frame] = {}
         self.results: list[Any] = []
         self.closed = False
+        # What every body frame shares, computed once per container run (not per frame).
+        parent = run.frame
+        self._parent_frame = parent
+        self._scope = parent.scope
+        self._key_prefix = parent.child_key_prefix(cid)
+        self._members = plan.member_count[cid]
+        self._entry_nodes = plan.entry_nodes[cid]
 
     # -- engine callbacks ------------------------------------------------------------------
     @abstractmethod
@@ -60,11 +70,28 @@ class ContainerRun(ABC):
         self.active.clear()
 
     # -- helpers ---------------------------------------------------------------------------
-    def open_frame(self, index: int, item: Any, total: int | None, starts: list[NodeRun]) -> Frame:
-        frame = self.ex.new_frame(self, index, item, total)
-        self.active[index] = frame
-        self.ex.enter_frame(frame, starts)
-        return frame
+    def new_frame(self, index: int, item: Any, total: int | None) -> Frame:
+        """Iteration/branch ``index``'s frame (scope: the container's scope + this entry)."""
+        node = self.node
+        return Frame(
+            node.id,
+            node.type,
+            (*self._scope, ScopeEntry(node.id, index)),
+            f"{self._key_prefix}{index}",
+            self._parent_frame,
+            self,
+            self._members,
+            index,
+            item,
+            total,
+        )
+
+    def enter(self, frame: Frame, starts: list[NodeRun]) -> None:
+        """Make ``frame``'s entries ready (its body has members)."""
+        self.active[frame.index] = frame
+        suffix = frame.key_suffix
+        for node in self._entry_nodes:
+            starts.append(NodeRun(node, frame, node.id + suffix))
 
     def result_of(self, frame: Frame) -> Any:
         self.active.pop(frame.index, None)

@@ -41,7 +41,6 @@ from .records import (
 from .tracing import count_finished, trace_step, track_run
 
 if TYPE_CHECKING:
-    from .containers import ContainerRun
     from .engine import Engine, Outcome, Resume
 
 __all__ = ["ExecutionRun"]
@@ -53,6 +52,9 @@ _FINAL = object()  # marks the final commit: its durability resolves the outcome
 _OUT = ("out",)
 _CONTAINER_TYPES = frozenset({"loop", "parallel"})
 _ERROR = ("error",)
+# Enum members as module constants: ``NodeStatus.X`` is a slow metaclass lookup on hot paths.
+_SUCCEEDED = NodeStatus.SUCCEEDED
+_SKIPPED = NodeStatus.SKIPPED
 
 
 class ExecutionRun:
@@ -94,10 +96,7 @@ class ExecutionRun:
             on_durable=self._on_durable,
             on_error=self._on_store_error,
         )
-        self.top = Frame(
-            container="", kind="", scope=(), parent=None, owner=None,
-            members=len(self.plan.members[""]),
-        )
+        self.top = Frame("", "", (), "", None, None, self.plan.member_count[""])
         self.exec_limit = max(1, self.settings.max_concurrency_per_execution)
         self.max_output = self.settings.max_output_bytes
         self.ready: deque[NodeRun] = deque()
@@ -140,7 +139,8 @@ class ExecutionRun:
                 self.journal.cover_live_window(self.open_logged, self.nodes)
             if self.emit_started:
                 self.event(
-                    "execution:started", payload={"workflowId": self.dag.workflow_id, "input": self.input}
+                    "execution:started",
+                    payload={"workflowId": self.dag.workflow_id, "input": self.input},
                 )
                 # Rides on the first step's commit: nothing has to wait for it.
                 self.journal.control(
@@ -170,7 +170,9 @@ class ExecutionRun:
         self._end_orphans()
         self.status = "CANCELLED"
         self.event("execution:cancelled", payload={"reason": reason} if reason else {})
-        self._finalize(ControlUpdate(status="CANCELLED", variables=dict(self.variables), release_lease=True))
+        self._finalize(
+            ControlUpdate(status="CANCELLED", variables=dict(self.variables), release_lease=True)
+        )
 
     def resume(self, resume: Resume) -> bool:
         """Apply a resume while running; False when the run is already finishing."""
@@ -270,7 +272,11 @@ class ExecutionRun:
             self._resolve_failure(exc)
             return
         self._fail_execution(
-            {"message": f"engine error: {type(exc).__name__}: {exc}", "code": "INTERNAL", "nodeId": ""}
+            {
+                "message": f"engine error: {type(exc).__name__}: {exc}",
+                "code": "INTERNAL",
+                "nodeId": "",
+            }
         )
 
     # ------------------------------------------------------------------ frames
@@ -279,9 +285,9 @@ class ExecutionRun:
         if frame.pending == 0:
             self.frame_done(frame, starts)
             return
-        nodes = self.nodes
-        for nid in self.plan.entries[frame.container]:
-            starts.append(NodeRun.of(nodes[nid], frame))
+        suffix = frame.key_suffix
+        for node in self.plan.entry_nodes[frame.container]:
+            starts.append(NodeRun(node, frame, node.id + suffix))
 
     def frame_done(self, frame: Frame, starts: list[NodeRun]) -> None:
         frame.closed = True
@@ -319,8 +325,12 @@ class ExecutionRun:
         self.event("node:cancelled", run=run)
         self.journal.node_log(
             NodeLogRecord(
-                node_id=run.node.id, node_type=run.node.type, scope=run.frame.scope,
-                status=NodeStatus.CANCELLED, attempt=run.attempt, started_at=run.started_at or now,
+                node_id=run.node.id,
+                node_type=run.node.type,
+                scope=run.frame.scope,
+                status=NodeStatus.CANCELLED,
+                attempt=run.attempt,
+                started_at=run.started_at or now,
                 finished_at=now,
             )
         )
@@ -332,20 +342,12 @@ class ExecutionRun:
             self._drop(run)
         self.ready.clear()
 
-    def new_frame(
-        self, owner: ContainerRun, index: int, item: Any, total: int | None
-    ) -> Frame:
-        parent_frame = owner.run.frame
-        cid = owner.run.node.id
-        return Frame(
-            container=cid, kind=owner.run.node.type, scope=parent_frame.child_scope(cid, index),
-            parent=parent_frame, owner=owner, members=len(self.plan.members[cid]),
-            index=index, item=item, total=total,
-        )
-
     def resolver_for(self, frame: Frame) -> Resolver:
         lookup = RunLookup(
-            frame, nodes=self.nodes, input=self.input, variables=self.variables,
+            frame,
+            nodes=self.nodes,
+            input=self.input,
+            variables=self.variables,
             start_node=self.dag.start_node,
         )
         return self.engine.make_resolver(lookup, self.execution_id)
@@ -403,12 +405,15 @@ class ExecutionRun:
         """The next runnable ready run, holding a worker slot; None when there is none (or the
         worker budget is spent: the engine pumps this execution again when a slot frees)."""
         ready = self.ready
+        engine = self.engine
         while ready and not self.finishing:
-            if not self.engine.take_worker_slot(self):
+            if engine._worker_used < engine._worker_limit:
+                engine._worker_used += 1  # take_worker_slot's fast path, inlined
+            elif not engine.take_worker_slot(self):
                 return None
             run = ready.popleft()
             if run.frame.closed or run.finished:
-                self.engine.release_worker_slot()
+                engine.release_worker_slot()
                 self._drop(run)
                 continue
             return run
@@ -425,6 +430,8 @@ class ExecutionRun:
     async def _runner(self) -> None:
         current = asyncio.current_task()
         assert current is not None
+        engine = self.engine
+        journal = self.journal
         try:
             while True:
                 run = self._take_ready()
@@ -432,15 +439,28 @@ class ExecutionRun:
                     return
                 self.executing += 1
                 try:
-                    await self._execute(run, current)
+                    # One node run (inlined here: a coroutine level less on every resume).
+                    self._begin_execute(run, current)
+                    try:
+                        outcome = await run_attempts(self, run)
+                    except asyncio.CancelledError:
+                        if not (run.finished and not self.finishing):
+                            raise
+                        # We cancelled this run (its frame failed): go on with other work.
+                        current.uncancel()
+                        outcome = None
+                    finally:
+                        run.task = None
+                    if outcome is not None:
+                        self._end_execute(run, outcome, current)
                 finally:
                     self.executing -= 1
-                    self.engine.release_worker_slot()
+                    engine.release_worker_slot()
                     if self.resolve_deadline and not self.executing:
                         self._set_outcome()
                 # Write what this run recorded here, without a writer task (group commit: if a
                 # write is already in flight, it takes our records in its next batch).
-                await self.journal.lead()
+                await journal.lead()
         finally:
             self.runners -= 1
             if not self.finishing:
@@ -449,8 +469,14 @@ class ExecutionRun:
     def check_idle(self) -> None:
         """Nothing runs, nothing is ready, nothing waits on a commit: pause or complete."""
         if (
-            self.finishing or self.executing or self.ready or self.inflight or self.work
-            or self.draining or self.top.closed or self.starting
+            self.finishing
+            or self.executing
+            or self.ready
+            or self.inflight
+            or self.work
+            or self.draining
+            or self.top.closed
+            or self.starting
         ):
             return
         if self.parked:
@@ -459,25 +485,26 @@ class ExecutionRun:
             self._internal_error(RuntimeError("scheduler stalled: nothing ready, nothing running"))
 
     # ------------------------------------------------------------------ running one node
-    async def _execute(self, run: NodeRun, task: asyncio.Task[None]) -> None:
-        run.frame.open[run.node.id] = run
+    def _begin_execute(self, run: NodeRun, task: asyncio.Task[None]) -> None:
+        """A node run starts in ``task``: open in its frame, ``node:started`` (unless logged)."""
+        node = run.node
+        run.frame.open[node.id] = run
         run.task = task
         if run.resume is None:
-            run.started_at = time.time()
-            if run.key in self.open_logged:
+            run.started_at = now = time.time()
+            if self.open_logged and run.key in self.open_logged:
                 self.open_logged.discard(run.key)
             else:
-                self.node_event("node:started", run, {})
-        try:
-            outcome = await run_attempts(self, run)
-        except asyncio.CancelledError:
-            if run.finished and not self.finishing:
-                # We cancelled this run (its frame failed): the runner goes on with other work.
-                task.uncancel()
-                return
-            raise
-        finally:
-            run.task = None
+                self.journal.event(
+                    EventDraft(
+                        "node:started", now, node.id, run.frame.scope, {"nodeType": node.type}
+                    )
+                )
+
+    def _end_execute(
+        self, run: NodeRun, outcome: NodeResult | NodeFailure, task: asyncio.Task[None]
+    ) -> None:
+        """Apply the outcome of a node run's attempts (a result, a park or a failure)."""
         if self.finishing or run.finished:
             if run.finished and task.cancelling():
                 task.uncancel()  # the handler swallowed our cancellation; the runner goes on
@@ -531,24 +558,42 @@ class ExecutionRun:
         if run.chunks:
             self.event("stream:done", run=run, payload={})
         output = result.output
-        payload = {"output": output, "attempt": run.attempt}
-        if result.event_fields:
-            payload = {**result.event_fields, **payload}
-        self.node_event("node:completed", run, payload)
         now = time.time()
+        scope = run.frame.scope
+        if result.event_fields:
+            payload = {**result.event_fields, "output": output, "attempt": run.attempt}
+            payload["nodeType"] = node.type
+        else:
+            payload = {"output": output, "attempt": run.attempt, "nodeType": node.type}
+        journal = self.journal
+        journal.event(EventDraft("node:completed", now, node.id, scope, payload))
         # () is meaningful: nothing fires (a condition with no true branch and no else).
-        handles = _OUT if result.handles is None else result.handles
-        self.record(
-            StepRecord(
-                key=run.key, node_id=node.id, scope=run.frame.scope, status=NodeStatus.SUCCEEDED,
-                output=output, fired_handles=tuple(handles),
-            ),
+        handles = result.handles
+        if handles is None:
+            handles = _OUT
+        elif handles.__class__ is not tuple:
+            handles = tuple(handles)
+        # Positional arguments on this hot path (keywords cost twice as much here):
+        # StepRecord(key, node_id, scope, status, output, error, fired_handles) and
+        # NodeLogRecord(node_id, node_type, scope, status, attempt, started_at, finished_at,
+        # input, output, error, token_usage).
+        journal.step(
+            StepRecord(run.key, node.id, scope, _SUCCEEDED, output, None, handles),
             NodeLogRecord(
-                node_id=node.id, node_type=node.type, scope=run.frame.scope,
-                status=NodeStatus.SUCCEEDED, attempt=run.attempt, started_at=run.started_at,
-                finished_at=now, input=result.input, output=output, token_usage=result.token_usage,
+                node.id,
+                node.type,
+                scope,
+                _SUCCEEDED,
+                run.attempt,
+                run.started_at,
+                now,
+                result.input,
+                output,
+                None,
+                result.token_usage,
             ),
         )
+        self.uncommitted = True
         self.complete_node(run, output, handles, starts)
 
     def _park(self, run: NodeRun, result: NodeResult) -> None:
@@ -556,23 +601,35 @@ class ExecutionRun:
         assert pause is not None
         node = run.node
         info = PausedNodeInfo(
-            node_id=node.id, scope=run.frame.scope, reason=pause.reason,
-            input_schema=pause.input_schema, wake_at=pause.wake_at,
+            node_id=node.id,
+            scope=run.frame.scope,
+            reason=pause.reason,
+            input_schema=pause.input_schema,
+            wake_at=pause.wake_at,
         )
         run.parked = info
         run.frame.open[node.id] = run
         self.record(
             StepRecord(
-                key=run.key, node_id=node.id, scope=run.frame.scope, status=NodeStatus.PAUSED,
+                key=run.key,
+                node_id=node.id,
+                scope=run.frame.scope,
+                status=NodeStatus.PAUSED,
                 data={
-                    "reason": pause.reason, "inputSchema": pause.input_schema,
-                    "wakeAt": pause.wake_at, "attempt": run.attempt,
+                    "reason": pause.reason,
+                    "inputSchema": pause.input_schema,
+                    "wakeAt": pause.wake_at,
+                    "attempt": run.attempt,
                     "startedAt": run.started_at,
                 },
             ),
             NodeLogRecord(
-                node_id=node.id, node_type=node.type, scope=run.frame.scope,
-                status=NodeStatus.PAUSED, attempt=run.attempt, started_at=run.started_at,
+                node_id=node.id,
+                node_type=node.type,
+                scope=run.frame.scope,
+                status=NodeStatus.PAUSED,
+                attempt=run.attempt,
+                started_at=run.started_at,
                 input=result.input,
             ),
         )
@@ -638,13 +695,17 @@ class ExecutionRun:
         frame.open.pop(node.id, None)
         plan = self.plan
         nid = node.id
-        if plan.retain_all or nid in plan.keep or plan.reader_count.get(nid, 0):
+        if nid in plan.retained:
             frame.outputs[nid] = output
-            if nid in plan.output_nodes:
-                self.outputs[str(node.config.get("name") or nid)] = output
-            elif nid in plan.leaf_outputs and frame is self.top:
+            name = plan.output_names.get(nid)
+            if name is not None:
+                self.outputs[name] = output
+            elif frame is self.top and nid in plan.leaf_outputs:
                 self.outputs[nid] = output
-        self._propagate(frame, node, handles, starts)
+        if node.outgoing:
+            self._propagate(frame, node, handles, starts)
+        else:  # nothing to settle downstream (a branch body's single node, a leaf)
+            self._settled(frame, nid, starts)
 
     def fail_node(self, run: NodeRun, error: dict[str, Any], starts: list[NodeRun]) -> None:
         """``run`` failed after its retries: route down its error edges, or fail its frame."""
@@ -654,13 +715,22 @@ class ExecutionRun:
         now = time.time()
         self.record(
             StepRecord(
-                key=run.key, node_id=node.id, scope=run.frame.scope, status=NodeStatus.FAILED,
-                error=error, fired_handles=_ERROR if routed else (),
+                key=run.key,
+                node_id=node.id,
+                scope=run.frame.scope,
+                status=NodeStatus.FAILED,
+                error=error,
+                fired_handles=_ERROR if routed else (),
             ),
             NodeLogRecord(
-                node_id=node.id, node_type=node.type, scope=run.frame.scope,
-                status=NodeStatus.FAILED, attempt=run.attempt, started_at=run.started_at or now,
-                finished_at=now, error=error,
+                node_id=node.id,
+                node_type=node.type,
+                scope=run.frame.scope,
+                status=NodeStatus.FAILED,
+                attempt=run.attempt,
+                started_at=run.started_at or now,
+                finished_at=now,
+                error=error,
             ),
         )
         self.settle_failure(run, error, routed, starts)
@@ -697,7 +767,7 @@ class ExecutionRun:
                 if c[0] == len(target.incoming):
                     del counts[target.id]
                     if c[1]:
-                        starts.append(NodeRun.of(target, frame))
+                        starts.append(NodeRun(target, frame, target.id + frame.key_suffix))
                     else:
                         self._skip(frame, target)
                         stack.append((target, ()))
@@ -711,12 +781,12 @@ class ExecutionRun:
             return  # already in the log
         self.event("node:skipped", node=node, scope=frame.scope, payload={})
         now = time.time()
+        scope = frame.scope
+        # Positional, as in _node_result (StepRecord(key, node_id, scope, status),
+        # NodeLogRecord(node_id, node_type, scope, status, attempt, started_at, finished_at)).
         self.record(
-            StepRecord(key=key, node_id=node.id, scope=frame.scope, status=NodeStatus.SKIPPED),
-            NodeLogRecord(
-                node_id=node.id, node_type=node.type, scope=frame.scope,
-                status=NodeStatus.SKIPPED, attempt=0, started_at=now, finished_at=now,
-            ),
+            StepRecord(key, node.id, scope, _SKIPPED),
+            NodeLogRecord(node.id, node.type, scope, _SKIPPED, 0, now, now),
         )
 
     def _settled(self, frame: Frame, nid: str, starts: list[NodeRun]) -> None:
@@ -758,7 +828,9 @@ class ExecutionRun:
             container.close()
             self.fail_node(run, exc.to_error(run.node.id), starts)
 
-    def decision(self, run: NodeRun, name: str, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def decision(
+        self, run: NodeRun, name: str, make: Callable[[], dict[str, Any]]
+    ) -> dict[str, Any]:
         """A container decision: the recorded one on a replay, else ``make()`` recorded now."""
         key = f"{run.key}#{name}"
         step = self.replay.pop(key, None) if self.replay else None
@@ -767,7 +839,10 @@ class ExecutionRun:
         data = make()
         self.record(
             StepRecord(
-                key=key, node_id=run.node.id, scope=run.frame.scope, status=NodeStatus.RUNNING,
+                key=key,
+                node_id=run.node.id,
+                scope=run.frame.scope,
+                status=NodeStatus.RUNNING,
                 data=data,
             )
         )
@@ -785,13 +860,22 @@ class ExecutionRun:
         now = time.time()
         self.record(
             StepRecord(
-                key=run.key, node_id=node.id, scope=run.frame.scope, status=NodeStatus.SUCCEEDED,
-                output=output, fired_handles=_OUT,
+                key=run.key,
+                node_id=node.id,
+                scope=run.frame.scope,
+                status=NodeStatus.SUCCEEDED,
+                output=output,
+                fired_handles=_OUT,
             ),
             NodeLogRecord(
-                node_id=node.id, node_type=node.type, scope=run.frame.scope,
-                status=NodeStatus.SUCCEEDED, attempt=1, started_at=run.started_at,
-                finished_at=now, output=output,
+                node_id=node.id,
+                node_type=node.type,
+                scope=run.frame.scope,
+                status=NodeStatus.SUCCEEDED,
+                attempt=1,
+                started_at=run.started_at,
+                finished_at=now,
+                output=output,
             ),
         )
         self.complete_node(run, output, _OUT, starts)
@@ -813,8 +897,11 @@ class ExecutionRun:
             run.attempt = int(data.get("attempt") or 1)
             run.started_at = float(data.get("startedAt") or 0.0)
             run.parked = PausedNodeInfo(
-                node_id=run.node.id, scope=run.frame.scope, reason=data.get("reason") or "",
-                input_schema=data.get("inputSchema"), wake_at=data.get("wakeAt"),
+                node_id=run.node.id,
+                scope=run.frame.scope,
+                reason=data.get("reason") or "",
+                input_schema=data.get("inputSchema"),
+                wake_at=data.get("wakeAt"),
             )
             run.frame.open[run.node.id] = run
             self._park_or_resume(run)
@@ -832,7 +919,12 @@ class ExecutionRun:
         self.status = "SUCCEEDED"
         self.event("execution:completed", payload={"outputs": self.outputs})
         self._finalize(
-            ControlUpdate(status="SUCCEEDED", outputs=self.outputs, variables=dict(self.variables), release_lease=True)
+            ControlUpdate(
+                status="SUCCEEDED",
+                outputs=self.outputs,
+                variables=dict(self.variables),
+                release_lease=True,
+            )
         )
 
     def _fail_execution(self, error: dict[str, Any]) -> None:
@@ -845,7 +937,9 @@ class ExecutionRun:
         self.error = error
         self.event("execution:failed", payload={"error": error})
         self._finalize(
-            ControlUpdate(status="FAILED", error=error, variables=dict(self.variables), release_lease=True)
+            ControlUpdate(
+                status="FAILED", error=error, variables=dict(self.variables), release_lease=True
+            )
         )
 
     def _pause(self) -> None:
@@ -860,7 +954,9 @@ class ExecutionRun:
             payload={
                 "pausedNodes": [
                     {
-                        "nodeId": p.node_id, "scope": scope_json(p.scope), "reason": p.reason,
+                        "nodeId": p.node_id,
+                        "scope": scope_json(p.scope),
+                        "reason": p.reason,
                         "inputSchema": p.input_schema,
                     }
                     for p in paused
@@ -870,8 +966,11 @@ class ExecutionRun:
         wakes = [p.wake_at for p in paused if p.wake_at is not None]
         self._finalize(
             ControlUpdate(
-                status="PAUSED", paused_nodes=paused, variables=dict(self.variables),
-                wake_at=min(wakes) if wakes else None, release_lease=True,
+                status="PAUSED",
+                paused_nodes=paused,
+                variables=dict(self.variables),
+                wake_at=min(wakes) if wakes else None,
+                release_lease=True,
             )
         )
 
@@ -887,7 +986,9 @@ class ExecutionRun:
                 for r in queue:
                     log.warning(
                         "execution %s: resume %s for %s matched no parked node",
-                        self.execution_id, r.resume_id, r.node_id,
+                        self.execution_id,
+                        r.resume_id,
+                        r.node_id,
                     )
                     if r.resume_id:
                         control.applied_resume_ids.append(r.resume_id)

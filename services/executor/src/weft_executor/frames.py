@@ -22,16 +22,29 @@ class Frame:
     """One body instance: per-node edge counters, the outputs it holds, the runs still open."""
 
     __slots__ = (
-        "closed", "container", "counts", "index", "item", "key_suffix", "kind", "open", "outputs",
-        "owner", "parent", "pending", "readers_left", "scope", "total",
+        "closed",
+        "container",
+        "counts",
+        "index",
+        "item",
+        "key_suffix",
+        "kind",
+        "open",
+        "outputs",
+        "owner",
+        "parent",
+        "pending",
+        "readers_left",
+        "scope",
+        "total",
     )
 
     def __init__(
         self,
-        *,
         container: str,
         kind: str,
         scope: Scope,
+        key_suffix: str,
         parent: Frame | None,
         owner: ContainerRun | None,
         members: int,
@@ -42,13 +55,8 @@ class Frame:
         self.container = container
         self.kind = kind
         self.scope = scope
-        # scope_key(node, scope) == node + key_suffix, built in O(1) from the parent's suffix.
-        if not scope:
-            self.key_suffix = ""
-        else:
-            last = scope[-1]
-            base = parent.key_suffix if parent is not None else ""
-            self.key_suffix = f"{base}{'/' if base else '@'}{last.container}:{last.index}"
+        # scope_key(node, scope) == node + key_suffix (the container run builds it in O(1)).
+        self.key_suffix = key_suffix
         self.parent = parent
         self.owner = owner
         self.index = index
@@ -72,6 +80,11 @@ class Frame:
 
     def child_scope(self, container: str, index: int) -> Scope:
         return (*self.scope, ScopeEntry(container, index))
+
+    def child_key_prefix(self, container: str) -> str:
+        """``key_suffix`` of this frame's child frames of ``container``, without the index."""
+        base = self.key_suffix
+        return f"{base}{'/' if base else '@'}{container}:"
 
 
 @dataclass(slots=True, eq=False)

@@ -26,7 +26,9 @@ class LoopRun(ContainerRun):
         cfg = self.config
         self.kind = str(cfg.get("kind") or "for")
         if self.kind not in KINDS:
-            raise self.failure(f"config.kind {self.kind!r} is not one of {', '.join(KINDS)}", "INVALID_CONFIG")
+            raise self.failure(
+                f"config.kind {self.kind!r} is not one of {', '.join(KINDS)}", "INVALID_CONFIG"
+            )
         self.max_iterations = count_value(
             self.node.id, "maxIterations", cfg.get("maxIterations", DEFAULT_MAX_ITERATIONS)
         )
@@ -49,7 +51,9 @@ class LoopRun(ContainerRun):
         if self.kind == "for":
             if "count" not in self.config:
                 raise self.failure("config.count is required for kind 'for'", "INVALID_CONFIG")
-            return {"total": count_value(self.node.id, "count", resolver.render(self.config["count"]))}
+            return {
+                "total": count_value(self.node.id, "count", resolver.render(self.config["count"]))
+            }
         if "items" not in self.config:
             raise self.failure("config.items is required for kind 'forEach'", "INVALID_CONFIG")
         items = collection_items(self.node.id, "items", resolver.render(self.config["items"]))
@@ -59,7 +63,9 @@ class LoopRun(ContainerRun):
         """Evaluate ``condition`` against ``frame`` (recorded as decision ``name``)."""
         condition = self.config.get("condition")
         if not isinstance(condition, str) or not condition.strip():
-            raise self.failure(f"config.condition is required for kind {self.kind!r}", "INVALID_CONFIG")
+            raise self.failure(
+                f"config.condition is required for kind {self.kind!r}", "INVALID_CONFIG"
+            )
 
         def decide() -> dict[str, Any]:
             return {"value": bool(self.ex.resolver_for(frame).evaluate(condition))}
@@ -71,7 +77,7 @@ class LoopRun(ContainerRun):
         if self.kind in ("for", "forEach"):
             assert self.total is not None
             return k < self.total
-        if self.kind == "while" and not self._test(self.ex.new_frame(self, k, None, None), f"while:{k}"):
+        if self.kind == "while" and not self._test(self.new_frame(k, None, None), f"while:{k}"):
             return False
         if k >= self.max_iterations:
             raise self.failure(
@@ -93,10 +99,9 @@ class LoopRun(ContainerRun):
                 if not self._should_run(k):
                     break
                 item = self.items[k] if self.items is not None else None
-                frame = self.ex.new_frame(self, k, item, self.total)
+                frame = self.new_frame(k, item, self.total)
                 if frame.pending:
-                    self.active[k] = frame
-                    self.ex.enter_frame(frame, starts)
+                    self.enter(frame, starts)
                     return  # the body runs; frame_done continues
                 frame.closed = True
                 self.results.append(self.result_of(frame))

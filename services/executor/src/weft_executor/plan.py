@@ -36,6 +36,13 @@ class ExecutionPlan:
     # The DAG carries no reader lists (an older compile): keep every output in its frame.
     retain_all: bool
     leaf_outputs: frozenset[str]  # top-level leaves whose outputs are the execution's outputs
+    # Derived once, for the hot path: the nodes whose output is stored when they complete
+    # (everything when ``retain_all``; else ``keep`` and those with readers), the execution-output
+    # name of each ``output`` node, and each body's entry nodes and member count.
+    retained: frozenset[str]
+    output_names: Mapping[str, str]
+    entry_nodes: Mapping[str, tuple[CompiledNode, ...]]
+    member_count: Mapping[str, int]
 
 
 _CACHE: dict[int, ExecutionPlan] = {}
@@ -75,14 +82,14 @@ def _build(dag: CompiledDag) -> ExecutionPlan:
     top_entries = tuple(t for t in dag.top_level if not nodes[t].incoming)
     entries[""] = top_entries or (dag.start_node,)
 
-    has_error = frozenset(
-        e.source for e in dag.edges if e.handle_kind is HandleKind.ERROR
-    )
+    has_error = frozenset(e.source for e in dag.edges if e.handle_kind is HandleKind.ERROR)
     output_nodes = tuple(dag.output_nodes) or tuple(
         n.id for n in nodes.values() if n.type == "output"
     )
-    leaves = frozenset() if output_nodes else frozenset(
-        t for t in dag.top_level if not nodes[t].outgoing
+    leaves = (
+        frozenset()
+        if output_nodes
+        else frozenset(t for t in dag.top_level if not nodes[t].outgoing)
     )
 
     reader_count: dict[str, int] = {}
@@ -103,15 +110,33 @@ def _build(dag: CompiledDag) -> ExecutionPlan:
             reader_count[n.id] = len(anchors)
             for a in anchors:
                 releases.setdefault(a, []).append(n.id)
+    retain_all = not any(n.readers for n in nodes.values()) and any(
+        n.references for n in nodes.values()
+    )
+    retained = (
+        frozenset(nodes)
+        if retain_all
+        else frozenset(n for n in nodes if n in keep or reader_count.get(n, 0))
+    )
     return ExecutionPlan(
-        dag=dag, nodes=nodes, edges=tuple(sorted(dag.edges, key=lambda e: e.index)),
+        dag=dag,
+        nodes=nodes,
+        edges=tuple(sorted(dag.edges, key=lambda e: e.index)),
         edge_handles=tuple(e.handle for e in sorted(dag.edges, key=lambda e: e.index)),
-        members=members, entries=entries, exits=exits,
-        has_error_edge=has_error, reader_count=reader_count,
-        releases={k: tuple(v) for k, v in releases.items()}, keep=frozenset(keep),
-        output_nodes=output_nodes, leaf_outputs=leaves,
-        retain_all=not any(n.readers for n in nodes.values())
-        and any(n.references for n in nodes.values()),
+        members=members,
+        entries=entries,
+        exits=exits,
+        has_error_edge=has_error,
+        reader_count=reader_count,
+        releases={k: tuple(v) for k, v in releases.items()},
+        keep=frozenset(keep),
+        output_nodes=output_nodes,
+        leaf_outputs=leaves,
+        retain_all=retain_all,
+        retained=retained,
+        output_names={o: str(nodes[o].config.get("name") or o) for o in output_nodes if o in nodes},
+        entry_nodes={c: tuple(nodes[n] for n in ids) for c, ids in entries.items()},
+        member_count={c: len(ids) for c, ids in members.items()},
     )
 
 

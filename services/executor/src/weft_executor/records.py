@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 __all__ = [
     "Commit",
@@ -27,8 +27,9 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class ScopeEntry:
+class ScopeEntry(NamedTuple):
+    """One enclosing container iteration/branch (a tuple: cheap to build, once per frame)."""
+
     container: str
     index: int
 
