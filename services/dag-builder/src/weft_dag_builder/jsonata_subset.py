@@ -7,6 +7,25 @@ expression it fully understands, and ``None`` for anything else (an unsupported 
 syntax error), in which case the caller asks the real parser, whose verdict and error message
 are authoritative. Its answers are checked against the real parser by property-based tests
 (tests/unit/dag_builder/test_jsonata_subset.py).
+
+How it reads: one compiled regular expression splits the source into tokens (``findall``, no
+per-character work in Python) and a dictionary gives each operator its kind. One left-to-right
+pass then checks the token sequence with a small state machine instead of a recursive parser.
+That is enough because in this subset every binary operator, unary minus and ternary is valid
+between any two operands: operator precedence decides the shape of the tree, not whether the
+text parses, nor which names read the root. What does depend on structure is local:
+
+* brackets must match: ``(`` a block or a call's arguments, ``[`` an array or a predicate,
+  ``{`` an object of ``key: value`` pairs; each level keeps its own state on a stack;
+* ``.``, ``[`` and ``(`` after an operand bind tighter than any other operator, so they always
+  apply to the operand just read (the "chain"), whose kind decides whether they may: ``(`` only
+  calls a ``$variable``, ``[`` and ``.`` never follow a literal or an object;
+* after ``.`` comes one path step (a name, a block, or a ``$f(...)`` call, then any predicates);
+  names in a step are relative to the previous step, as are names inside a predicate;
+* a ``:`` closes the latest ``?`` still open at its bracket level, else it separates an object
+  key from its value.
+
+A name read at an operand position, outside any step or predicate, is a root name.
 """
 
 from __future__ import annotations
@@ -16,230 +35,208 @@ import re
 
 __all__ = ["subset_root_names"]
 
-# One token per match; only the four whitespace characters are skipped (findall steps over
-# them), and any other character outside the subset matches the last alternative. A JSONata name
-# runs on until whitespace or an operator character (so "a$b" and "and's'" are single names):
-# names take in everything up to there, and any that is not a plain identifier is refused below.
+# One token per match (C speed); only the four whitespace characters are skipped (findall steps
+# over them) and any other character outside the subset comes out on its own. A JSONata name runs
+# on until whitespace or an operator character, so "a$b" and "and's'" are single names (refused).
 _TOKEN = re.compile(
     r"""(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?"""
     r"""|'[^'\\]*'|"[^"\\]*"|\$?[A-Za-z_][^ \t\r\n.\[\]{}(),@#;:?+\-*/%|=<>^&!~]*|!=|<=|>=|[^ \t\r\n]"""
 )
-_OPERATORS = frozenset(".()[],?:+-*/%&=<>{}") | {"!=", "<=", ">="}
-_IDENTIFIER = re.compile(r"\$?[A-Za-z_][A-Za-z0-9_]*")
-_DIGITS = frozenset("0123456789")
-# The simplest and most common shape, checked by one regular expression: operands (optionally
-# negated) joined by binary operators, where an operand is a literal or a dotted path of plain
-# names (``fetch.body.total > var.threshold``, ``'a: ' & b.c``). No brackets, no exponents.
-_WS = r"[ \t\r\n]*"
-# What may follow a name for JSONata to end it there: whitespace, an operator character, the end.
-_ENDS = r"(?=[ \t\r\n.\[\]{}(),@#;:?+\-*/%|=<>^&!~]|\Z)"
-_PLAIN = rf"(?!(?:and|or|in|true|false|null|function){_ENDS})[A-Za-z_][A-Za-z0-9_]*{_ENDS}"
-_OPERAND = (
-    rf"(?:-{_WS}){{0,100}}(?:(?:\$[A-Za-z_][A-Za-z0-9_]*{_ENDS}|{_PLAIN})(?:{_WS}\.{_WS}{_PLAIN})*"
-    r"|(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?![0-9A-Za-z_.])|'[^'\\]*'|\"[^\"\\]*\""
-    rf"|(?:true|false|null){_ENDS})"
-)
-_BINARY = rf"(?:!=|<=|>=|[-+*/%&=<>]|(?:and|or|in){_ENDS})"
-_SIMPLE = re.compile(rf"{_WS}{_OPERAND}(?:{_WS}{_BINARY}{_WS}{_OPERAND})*{_WS}")
-# In a simple expression, a name not preceded by "." (or "$") is the first step of a path.
-_SIMPLE_NAMES = re.compile(r"'[^']*'|\"[^\"]*\"|(\.[ \t\r\n]*|\$)?([A-Za-z_][A-Za-z0-9_]*)")
-_NOT_ROOTS = frozenset({"and", "or", "in", "true", "false", "null"})
-
-# Binding powers as in JSONata's parser.
-_INFIX = {
-    ".": 75, "[": 80, "(": 80, "*": 60, "/": 60, "%": 60, "+": 50, "-": 50, "&": 50,
-    "=": 40, "!=": 40, "<": 40, "<=": 40, ">": 40, ">=": 40, "in": 40, "and": 30, "or": 25,
-    "?": 20,
+# Token kinds. Operators, keywords and the literal keywords are looked up by their text; every
+# other token (a name, a $variable, a number, a string, or something outside the subset) has
+# kind _WORD and is told apart by its first character when an operand is expected.
+(
+    _WORD,
+    _DOT,
+    _BINARY,
+    _LITERAL,
+    _MINUS,
+    _LPAREN,
+    _RPAREN,
+    _LBRACKET,
+    _RBRACKET,
+    _LBRACE,
+    _RBRACE,
+    _COMMA,
+    _QUESTION,
+    _COLON,
+) = range(14)
+_KINDS = {
+    ".": _DOT,
+    "-": _MINUS,
+    "(": _LPAREN,
+    ")": _RPAREN,
+    "[": _LBRACKET,
+    "]": _RBRACKET,
+    "{": _LBRACE,
+    "}": _RBRACE,
+    ",": _COMMA,
+    "?": _QUESTION,
+    ":": _COLON,
+    "true": _LITERAL,
+    "false": _LITERAL,
+    "null": _LITERAL,
+    **dict.fromkeys(
+        ["+", "*", "/", "%", "&", "=", "!=", "<", "<=", ">", ">=", "and", "or", "in"], _BINARY
+    ),
 }
-_KEYWORD_OPS = frozenset({"and", "or", "in"})
-_VALUES = frozenset({"true", "false", "null"})
-_MAX_TOKENS = 50_000  # bounded by the expression size limit anyway; the reader is linear
-_MAX_NESTING = 100  # deeper nesting goes to the full parser
+_NAME_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
+_DIGITS = frozenset("0123456789")
 
-# Token kinds: an operator is its own text; other tokens are one of these (no operator is).
-_NAME, _VAR, _LIT, _END = "N", "V", "L", "E"
-# What a parsed operand is (decides which operators may follow it).
-_K_NAME, _K_PATH, _K_VAR, _K_CALL, _K_BLOCK, _K_ARRAY, _K_LIT, _K_OTHER = range(8)
+# What the operand being read is (decides which of ".", "[" and "(" may follow it).
+_K_NAME, _K_PATH, _K_VAR, _K_CALL, _K_BLOCK, _K_ARRAY, _K_LIT, _K_OBJECT, _K_NONE = range(9)
 _DOT_LEFT = frozenset({_K_NAME, _K_PATH, _K_VAR, _K_CALL, _K_BLOCK, _K_ARRAY})
-_STEP = frozenset({_K_NAME, _K_PATH, _K_CALL, _K_BLOCK})
 
+# Bracket levels: what opened them.
+_TOP, _BLOCK, _CALL, _ARRAY, _PREDICATE, _OBJECT = range(6)
+_CLOSER = {
+    _BLOCK: _RPAREN,
+    _CALL: _RPAREN,
+    _ARRAY: _RBRACKET,
+    _PREDICATE: _RBRACKET,
+    _OBJECT: _RBRACE,
+}
+_RESULT = {
+    _BLOCK: _K_BLOCK,
+    _CALL: _K_CALL,
+    _ARRAY: _K_ARRAY,
+    _PREDICATE: _K_PATH,
+    _OBJECT: _K_OBJECT,
+}
 
-class _Unsupported(Exception):
-    """Outside the subset (or invalid): let the real parser decide."""
-
-
-def _tokenize(source: str) -> tuple[list[str], list[str]]:
-    """Token kinds and texts (names keep their text; the rest is not needed)."""
-    kinds: list[str] = []
-    names: list[str] = []
-    kind = kinds.append
-    name = names.append
-    for text in _TOKEN.findall(source):
-        first = text[0]
-        if first in _DIGITS:
-            if ("e" in text or "E" in text) and not math.isfinite(float(text)):
-                raise _Unsupported  # JSONata rejects numbers out of range
-            kind(_LIT)
-            name("")
-        elif first.isascii() and (first.isalpha() or first == "_"):
-            if not _IDENTIFIER.fullmatch(text):
-                raise _Unsupported
-            if text in _KEYWORD_OPS:
-                kind(text)
-            elif text in _VALUES:
-                kind(_LIT)
-            elif text == "function":
-                raise _Unsupported
-            else:
-                kind(_NAME)
-            name(text)
-        elif text in _OPERATORS:
-            kind(text)
-            name("")
-        elif first == "$":
-            if not _IDENTIFIER.fullmatch(text):
-                raise _Unsupported  # $ and $$ (the context and the root)
-            kind(_VAR)
-            name("")
-        elif first == "'" or first == '"':
-            if len(text) < 2 or text[-1] != first:
-                raise _Unsupported  # an unterminated string
-            kind(_LIT)
-            name("")
-        else:
-            raise _Unsupported  # a character outside the subset
-    if len(kinds) > _MAX_TOKENS:
-        raise _Unsupported
-    kind(_END)
-    return kinds, names
-
-
-class _Reader:
-    """A Pratt parser over token kinds that records root names and what each operand is."""
-
-    __slots__ = ("depth", "kinds", "names", "pos", "roots")
-
-    def __init__(self, kinds: list[str], names: list[str]) -> None:
-        self.kinds = kinds
-        self.names = names
-        self.pos = 0
-        self.roots: set[str] = set()
-        self.depth = 0
-
-    def take(self, op: str) -> None:
-        if self.kinds[self.pos] != op:
-            raise _Unsupported
-        self.pos += 1
-
-    def expression(self, rbp: int, at_root: bool) -> int:
-        self.depth += 1
-        if self.depth > _MAX_NESTING:
-            raise _Unsupported
-        left = self.nud(at_root)
-        kinds = self.kinds
-        while True:
-            op = kinds[self.pos]
-            bp = _INFIX.get(op)
-            if bp is None or bp <= rbp:
-                break  # the caller checks what follows (a closing bracket, the end...)
-            self.pos += 1
-            left = self.led(op, left, at_root)
-        self.depth -= 1
-        return left
-
-    def nud(self, at_root: bool) -> int:
-        pos = self.pos
-        kind = self.kinds[pos]
-        self.pos = pos + 1
-        if kind == _NAME:
-            if at_root:
-                self.roots.add(self.names[pos])
-            return _K_NAME
-        if kind == _VAR:
-            return _K_VAR
-        if kind == _LIT:
-            return _K_LIT
-        if kind == "-":
-            self.expression(70, at_root)
-            return _K_OTHER
-        if kind == "(":
-            self.expression(0, at_root)
-            self.take(")")
-            return _K_BLOCK
-        if kind == "[":
-            self.items("]", at_root)
-            return _K_ARRAY
-        if kind == "{":
-            self.pairs(at_root)
-            return _K_OTHER
-        raise _Unsupported
-
-    def items(self, close: str, at_root: bool) -> None:
-        """One or more comma-separated expressions, then ``close``."""
-        while True:
-            self.expression(0, at_root)
-            if self.kinds[self.pos] == ",":
-                self.pos += 1
-                continue
-            self.take(close)
-            return
-
-    def pairs(self, at_root: bool) -> None:
-        while True:
-            self.expression(0, at_root)
-            self.take(":")
-            self.expression(0, at_root)
-            if self.kinds[self.pos] == ",":
-                self.pos += 1
-                continue
-            self.take("}")
-            return
-
-    def led(self, op: str, left: int, at_root: bool) -> int:
-        if op == ".":
-            if left not in _DOT_LEFT:
-                raise _Unsupported
-            first = self.kinds[self.pos]
-            step = self.expression(75, False)  # later steps are relative to the first
-            if step not in _STEP or first == _LIT:
-                raise _Unsupported
-            return _K_PATH
-        if op == "[":
-            if left == _K_LIT or left == _K_OTHER:
-                raise _Unsupported
-            self.expression(0, False)  # a predicate or index: relative to the items
-            self.take("]")
-            return _K_PATH
-        if op == "(":
-            if left != _K_VAR:
-                raise _Unsupported
-            if self.kinds[self.pos] == ")":
-                self.pos += 1
-            else:
-                self.items(")", at_root)
-            return _K_CALL
-        if op == "?":
-            self.expression(0, at_root)
-            if self.kinds[self.pos] == ":":
-                self.pos += 1
-                self.expression(0, at_root)
-            return _K_OTHER
-        self.expression(_INFIX[op], at_root)
-        return _K_OTHER
+_MAX_NESTING = 100  # open brackets plus leading minus signs; deeper goes to the full parser
 
 
 def subset_root_names(source: str) -> set[str] | None:
     """Root names of ``source`` when it is a valid expression of the subset; otherwise None."""
-    if _SIMPLE.fullmatch(source):
-        return {
-            name for lead, name in _SIMPLE_NAMES.findall(source)
-            if name and not lead and name not in _NOT_ROOTS
-        }
-    try:
-        reader = _Reader(*_tokenize(source))
-        reader.expression(0, True)
-        if reader.kinds[reader.pos] != _END:
+    roots: set[str] = set()
+    # The state of the current bracket level; enclosing levels wait on the stack.
+    level = _TOP
+    at_root = True  # names at this level (outside steps) are evaluated against the root
+    open_questions = 0  # "?" at this level still waiting for their ":"
+    reading_key = False  # in an object: before the ":" of the current pair
+    in_step = False  # reading the path step after a "."
+    stack: list[tuple[int, bool, int, bool, bool]] = []
+    # Position within the level: expecting an operand, or after one (``chain`` says what it is).
+    want_operand = True
+    chain = _K_NONE
+    minus_signs = 0
+
+    for text in _TOKEN.findall(source):
+        token = _KINDS.get(text, _WORD)
+        if want_operand:
+            # -- an operand starts (after "." it is a path step: a name, a block or a $call) --
+            if token == _WORD:
+                first = text[0]
+                if first in _NAME_START:
+                    if not (text.isascii() and text.isidentifier()) or text == "function":
+                        return None
+                    if at_root and not in_step:
+                        roots.add(text)
+                    chain = _K_NAME
+                elif first == "$":
+                    if not (text.isascii() and text[1:].isidentifier()):
+                        return None  # "$" and "$$" (the context and the root), "$a$b"
+                    chain = _K_VAR
+                elif in_step:
+                    return None  # a step is never a literal
+                elif first in _DIGITS:
+                    if ("e" in text or "E" in text) and not math.isfinite(float(text)):
+                        return None  # JSONata rejects numbers out of range
+                    chain = _K_LIT
+                elif (first == "'" or first == '"') and len(text) > 1 and text[-1] == first:
+                    chain = _K_LIT
+                else:
+                    return None  # an unterminated string, a character outside the subset
+            elif token == _LPAREN:
+                stack.append((level, at_root, open_questions, reading_key, in_step))
+                level, at_root = _BLOCK, at_root and not in_step
+                open_questions, reading_key, in_step, chain = 0, False, False, _K_NONE
+                if len(stack) + minus_signs > _MAX_NESTING:
+                    return None
+                continue  # still wants an operand
+            elif in_step:
+                return None  # a step is never a literal, a negation, an array or an object
+            elif token == _LITERAL:
+                chain = _K_LIT
+            elif token == _MINUS:
+                minus_signs += 1
+                if len(stack) + minus_signs > _MAX_NESTING:
+                    return None
+                continue
+            elif token == _LBRACKET or token == _LBRACE:
+                stack.append((level, at_root, open_questions, reading_key, in_step))
+                level = _ARRAY if token == _LBRACKET else _OBJECT
+                open_questions, reading_key, chain = 0, level == _OBJECT, _K_NONE
+                if len(stack) + minus_signs > _MAX_NESTING:
+                    return None
+                continue
+            elif token == _RPAREN and level == _CALL and chain == _K_NONE and not minus_signs:
+                chain = _K_CALL  # "$f()": a call without arguments
+                level, at_root, open_questions, reading_key, in_step = stack.pop()
+            else:
+                return None
+            want_operand = False
+            minus_signs = 0
+            continue
+
+        # -- after an operand: extend it with ".", "[" or "(", or go on with an operator --
+        if token == _DOT:
+            if in_step:
+                if chain == _K_VAR:
+                    return None  # "a.$v" is no step (only "a.$f(...)" is)
+                chain = _K_PATH
+            elif chain not in _DOT_LEFT:
+                return None
+            in_step = True
+            want_operand = True
+            continue
+        if token == _LBRACKET:
+            if chain == _K_LIT or chain == _K_OBJECT:
+                return None
+            stack.append((level, at_root, open_questions, reading_key, in_step))
+            level, at_root = _PREDICATE, False  # a predicate or index: relative to the items
+        elif token == _LPAREN:
+            if chain != _K_VAR:
+                return None
+            stack.append((level, at_root, open_questions, reading_key, in_step))
+            level, at_root = _CALL, at_root and not in_step
+        else:
+            if in_step:  # the step ends here
+                if chain == _K_VAR:
+                    return None
+                in_step = False
+            if token == _BINARY or token == _MINUS:
+                pass
+            elif token == _QUESTION:
+                open_questions += 1
+            elif token == _COLON:
+                if open_questions:
+                    open_questions -= 1
+                elif reading_key:
+                    reading_key = False
+                else:
+                    return None
+            elif token == _COMMA:
+                if level == _OBJECT and not reading_key:
+                    reading_key = True
+                elif level != _CALL and level != _ARRAY:
+                    return None
+                open_questions = 0
+            elif token == _CLOSER.get(level) and not reading_key:
+                chain = _RESULT[level]
+                level, at_root, open_questions, reading_key, in_step = stack.pop()
+                continue  # the closed bracket is an operand: still after one
+            else:
+                return None
+            want_operand = True
+            continue
+        # "[" or "(" opened a level inside the chain
+        if len(stack) > _MAX_NESTING:
             return None
-        return reader.roots
-    except (_Unsupported, IndexError):
+        open_questions, reading_key, in_step, chain = 0, False, False, _K_NONE
+        want_operand = True
+
+    if want_operand or stack or (in_step and chain == _K_VAR):
         return None
+    return roots
