@@ -38,9 +38,12 @@ class _Analysis:
     reads: dict[int, tuple[int, ...]] | None = None
 
 
-def validate_workflow(defn: WorkflowDefinition, *, limits: Limits = DEFAULT_LIMITS) -> list[Diagnostic]:
+def validate_workflow(
+    defn: WorkflowDefinition, *, limits: Limits = DEFAULT_LIMITS
+) -> list[Diagnostic]:
     """Every problem of the definition at once (empty when it is valid)."""
-    return _analyze(defn, limits).diagnostics
+    with _gc_paused():
+        return _diagnostics(defn, limits)
 
 
 def compile_workflow(defn: WorkflowDefinition, *, limits: Limits = DEFAULT_LIMITS) -> CompiledDag:
@@ -50,7 +53,8 @@ def compile_workflow(defn: WorkflowDefinition, *, limits: Limits = DEFAULT_LIMIT
         first = diagnostics[0].message
         more = len(diagnostics) - 1
         raise InvalidArgument(
-            f"invalid workflow {defn.id!r}: {first}" + (f" (and {more} more problems)" if more else ""),
+            f"invalid workflow {defn.id!r}: {first}"
+            + (f" (and {more} more problems)" if more else ""),
             details={"diagnostics": diagnostics_to_json(diagnostics)},
         )
     return dag
@@ -60,12 +64,8 @@ def analyze_and_compile(
     defn: WorkflowDefinition, *, limits: Limits = DEFAULT_LIMITS
 ) -> tuple[CompiledDag | None, list[Diagnostic]]:
     """The compiled DAG and no diagnostics, or None and every problem (no exception)."""
-    analysis = _analyze(defn, limits)
-    if analysis.diagnostics:
-        return None, analysis.diagnostics
-    assert analysis.structure is not None and analysis.ordering is not None and analysis.reads is not None
     with _gc_paused():
-        return _build(defn, analysis.structure, analysis.ordering, analysis.reads), []
+        return _analyze_and_build(defn, limits)
 
 
 _gc_lock = threading.Lock()
@@ -97,19 +97,41 @@ def _gc_paused() -> Iterator[None]:
                 gc.enable()
 
 
-def _analyze(defn: WorkflowDefinition, limits: Limits) -> _Analysis:
-    with _gc_paused():
-        return _analyze_unpaused(defn, limits)
+# Both run inside one GC pause and return only their result: the analysis (structure, ordering,
+# references: tens of thousands of objects) is freed by reference counting before the collector
+# resumes, so the one collection that follows meets only the result, not the analysis too.
+def _diagnostics(defn: WorkflowDefinition, limits: Limits) -> list[Diagnostic]:
+    return _analyze_unpaused(defn, limits).diagnostics
+
+
+def _analyze_and_build(
+    defn: WorkflowDefinition, limits: Limits
+) -> tuple[CompiledDag | None, list[Diagnostic]]:
+    analysis = _analyze_unpaused(defn, limits)
+    if analysis.diagnostics:
+        return None, analysis.diagnostics
+    assert (
+        analysis.structure is not None
+        and analysis.ordering is not None
+        and analysis.reads is not None
+    )
+    return _build(defn, analysis.structure, analysis.ordering, analysis.reads), []
 
 
 def _analyze_unpaused(defn: WorkflowDefinition, limits: Limits) -> _Analysis:
     sink = DiagnosticSink(limits.max_diagnostics)
     if len(defn.nodes) > limits.max_nodes:
-        sink.add(Code.WORKFLOW_TOO_LARGE,
-                 f"the workflow has {len(defn.nodes)} nodes (limit {limits.max_nodes})", field="nodes")
+        sink.add(
+            Code.WORKFLOW_TOO_LARGE,
+            f"the workflow has {len(defn.nodes)} nodes (limit {limits.max_nodes})",
+            field="nodes",
+        )
     if len(defn.edges) > limits.max_edges:
-        sink.add(Code.WORKFLOW_TOO_LARGE,
-                 f"the workflow has {len(defn.edges)} edges (limit {limits.max_edges})", field="edges")
+        sink.add(
+            Code.WORKFLOW_TOO_LARGE,
+            f"the workflow has {len(defn.edges)} edges (limit {limits.max_edges})",
+            field="edges",
+        )
     if sink:
         return _Analysis(sink.result())
 
@@ -125,20 +147,41 @@ def _analyze_unpaused(defn: WorkflowDefinition, limits: Limits) -> _Analysis:
             refs[i] = found
             total_refs += len(found)
     if total_refs > limits.max_references:
-        sink.add(Code.WORKFLOW_TOO_LARGE,
-                 f"the workflow's configs make {total_refs} references (limit {limits.max_references})")
+        sink.add(
+            Code.WORKFLOW_TOO_LARGE,
+            f"the workflow's configs make {total_refs} references (limit {limits.max_references})",
+        )
         refs = {}
     if defn.input_schema is not None:
-        check_schema(defn.input_schema, field="inputSchema", owner=f"workflow {defn.id!r}",
-                     node_id="", sink=sink, limits=limits)
+        check_schema(
+            defn.input_schema,
+            field="inputSchema",
+            owner=f"workflow {defn.id!r}",
+            node_id="",
+            sink=sink,
+            limits=limits,
+        )
     reads = resolve_references(defn, structure, ordering, refs, sink)
     _check_policies(defn, sink)
     return _Analysis(sink.result(), structure, ordering, reads)
 
 
 _CHECKED_TYPES = frozenset(
-    {"transform", "condition", "router", "http", "llm", "wait", "approval", "setVariable",
-     "subworkflow", "output", "fail", "loop", "parallel"}
+    {
+        "transform",
+        "condition",
+        "router",
+        "http",
+        "llm",
+        "wait",
+        "approval",
+        "setVariable",
+        "subworkflow",
+        "output",
+        "fail",
+        "loop",
+        "parallel",
+    }
 )
 
 
@@ -149,16 +192,29 @@ def _check_policies(defn: WorkflowDefinition, sink: DiagnosticSink) -> None:
         if r.max_attempts < 1:
             problems.append(("retry.maxAttempts", f"must be >= 1, got {r.max_attempts}"))
         if r.initial_interval_ms < 0:
-            problems.append(("retry.initialIntervalMs", f"must be >= 0, got {r.initial_interval_ms}"))
+            problems.append(
+                ("retry.initialIntervalMs", f"must be >= 0, got {r.initial_interval_ms}")
+            )
         if not r.backoff_coefficient >= 1.0:
-            problems.append(("retry.backoffCoefficient", f"must be >= 1.0, got {r.backoff_coefficient}"))
+            problems.append(
+                ("retry.backoffCoefficient", f"must be >= 1.0, got {r.backoff_coefficient}")
+            )
         if r.max_interval_ms < 0:
             problems.append(("retry.maxIntervalMs", f"must be >= 0, got {r.max_interval_ms}"))
         for field, why in problems:
-            sink.add(Code.INVALID_RETRY, f"node {node.id!r}: {field}: {why}", node_id=node.id, field=field)
+            sink.add(
+                Code.INVALID_RETRY,
+                f"node {node.id!r}: {field}: {why}",
+                node_id=node.id,
+                field=field,
+            )
         if node.timeout_ms < 0:
-            sink.add(Code.INVALID_TIMEOUT, f"node {node.id!r}: timeoutMs must be >= 0, got {node.timeout_ms}",
-                     node_id=node.id, field="timeoutMs")
+            sink.add(
+                Code.INVALID_TIMEOUT,
+                f"node {node.id!r}: timeoutMs must be >= 0, got {node.timeout_ms}",
+                node_id=node.id,
+                field="timeoutMs",
+            )
 
 
 def _build(
@@ -173,8 +229,16 @@ def _build(
         src, tgt = s.index[edge.source], s.index[edge.target]
         handle = s.edge_handles[j]
         kind, value = handle if handle is not None else (HandleKind.OUT, "")
-        edges.append(CompiledEdge(index=j, source=edge.source, target=edge.target,
-                                  handle_kind=kind, handle_value=value, id=s.edge_ids[j]))
+        edges.append(
+            CompiledEdge(
+                index=j,
+                source=edge.source,
+                target=edge.target,
+                handle_kind=kind,
+                handle_value=value,
+                id=s.edge_ids[j],
+            )
+        )
         outgoing[src].append(j)
         incoming[tgt].append(j)
 
