@@ -146,7 +146,9 @@ def test_node_spans_are_skipped_under_a_trace_sampling_left_out(tel: TestTelemet
     finally:
         otel_context.detach(token)
     # No span for this node (spans of other traces are earlier tests' background work).
-    assert [s.name for s in tel.spans() if s.name == "transform n" or s.context.trace_id == 0xABC] == []
+    assert [
+        s.name for s in tel.spans() if s.name == "transform n" or s.context.trace_id == 0xABC
+    ] == []
 
 
 def test_link_from_str_rejects_missing_and_malformed_values() -> None:
@@ -303,7 +305,8 @@ async def test_outbound_httpx_requests_carry_traceparent(
         assert version == "00" and tid == trace_id
     # Only this trace: background work left by earlier tests in the process may add spans.
     http_spans = [
-        s for s in tel.spans()
+        s
+        for s in tel.spans()
         if s.kind is SpanKind.CLIENT and s.context.trace_id == span.get_span_context().trace_id
     ]
     assert len(http_spans) == 2
@@ -337,3 +340,99 @@ async def test_asgi_requests_continue_the_callers_trace(tel: TestTelemetry) -> N
     server = next(s for s in tel.spans() if s.kind is SpanKind.SERVER)
     assert format(server.context.trace_id, "032x") == caller_trace
     assert server.parent is not None and format(server.parent.span_id, "016x") == caller_span
+
+
+# --------------------------------------------------------------- lean node spans (the hot path)
+
+
+async def test_node_spans_in_an_execution_record_errors_cancellation_and_nesting(
+    tel: TestTelemetry,
+) -> None:
+    with execution_span("exec-7", "wf") as ex:
+        with pytest.raises(ValueError, match="boom"):
+            with node_span("bad", "transform", execution_id="exec-7"):
+                raise ValueError("boom")
+
+        async def cancelled_node() -> None:
+            with node_span("slow", "wait", execution_id="exec-7"):
+                await asyncio.sleep(10)
+
+        task = asyncio.create_task(cancelled_node())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        with node_span("outer", "subworkflow", execution_id="exec-7") as outer:
+            assert trace.get_current_span() is outer  # what outbound calls are parented to
+            with node_span("inner", "transform", execution_id="exec-7") as inner:
+                assert trace.get_current_span() is inner
+                # Code that copies the context (set_value) keeps the node span current.
+                copied = otel_context.set_value("weft-test-key", 1)
+                assert trace.get_current_span(copied) is inner
+            assert trace.get_current_span() is outer
+        assert trace.get_current_span() is ex  # the execution span again
+        assert not outer.is_recording()
+    spans = {s.name: s for s in tel.spans() if s.context.trace_id == ex.get_span_context().trace_id}
+    execution = spans["execution wf"]
+    bad = spans["transform bad"]
+    assert bad.status.status_code is StatusCode.ERROR
+    assert bad.status.description == "ValueError: boom"
+    [event] = bad.events
+    assert event.name == "exception"
+    assert event.attributes is not None and event.attributes["exception.type"] == "ValueError"
+    assert "boom" in str(event.attributes["exception.stacktrace"])
+    slow = spans["wait slow"]
+    assert slow.attributes is not None and slow.attributes["weft.cancelled"] is True
+    assert slow.status.status_code is StatusCode.UNSET
+    outer_span, inner_span = spans["subworkflow outer"], spans["transform inner"]
+    assert inner_span.parent is not None
+    assert inner_span.parent.span_id == outer_span.context.span_id
+    for span in (bad, slow, outer_span):
+        assert span.parent is not None and span.parent.span_id == execution.context.span_id
+        assert span.context.trace_id == execution.context.trace_id
+        assert span.context.trace_flags.sampled
+        assert span.attributes is not None and span.attributes["weft.execution.id"] == "exec-7"
+        assert span.start_time is not None and span.end_time is not None
+        assert execution.start_time <= span.start_time <= span.end_time <= execution.end_time  # type: ignore[operator]
+    assert len({s.context.span_id for s in spans.values()}) == len(spans)  # distinct ids
+    assert json.loads(bad.to_json())["attributes"]["weft.node.id"] == "bad"
+
+
+async def test_node_spans_reach_the_processors_within_a_second(tel: TestTelemetry) -> None:
+    with execution_span("exec-8", "wf") as ex:
+        with node_span("early", "transform"):
+            pass
+
+        def exported() -> list[str]:  # what the exporter holds, without flushing anything
+            return [
+                s.name
+                for s in tel.exporter.get_finished_spans()
+                if s.context.trace_id == ex.get_span_context().trace_id
+            ]
+
+        assert exported() == []  # batched: not handed over at the node's end ...
+        for _ in range(60):
+            if exported():
+                break
+            await asyncio.sleep(0.05)
+        assert exported() == ["transform early"]  # ... but within a second, execution still open
+        with node_span("late", "transform"):
+            pass
+    assert sorted(exported()) == ["execution wf", "transform early", "transform late"]
+
+
+def test_node_spans_of_an_execution_sampling_left_out_cost_no_span(tel: TestTelemetry) -> None:
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    unsampled = SpanContext(0xABD, 0xDEE, is_remote=True, trace_flags=TraceFlags(0))
+    token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(unsampled)))
+    try:
+        with execution_span("exec-9", "wf") as ex:
+            assert not ex.is_recording()
+            with node_span("n", "transform", execution_id="exec-9") as span:
+                assert not span.is_recording()
+                current = trace.get_current_span().get_span_context()
+                assert current.trace_id == 0xABD and not current.trace_flags.sampled
+    finally:
+        otel_context.detach(token)
+    assert [s.name for s in tel.spans() if s.context.trace_id == 0xABD] == []

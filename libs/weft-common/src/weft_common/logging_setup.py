@@ -26,15 +26,18 @@ __all__ = [
     "setup_logging",
 ]
 
-# (execution_id, node_id) of the code running now: one variable, so entering a node is one set.
-_log_ids: ContextVar[tuple[str | None, str | None]] = ContextVar(
-    "weft_log_ids", default=(None, None)
+# (execution_id, node_id, node span) of the code running now: one variable, so entering a node is
+# one set. The third item is the engine's lean node span running in this task (None elsewhere):
+# ``telemetry_spans`` keeps it here rather than in a variable of its own to save a set per node.
+_log_ids: ContextVar[tuple[str | None, str | None, Any]] = ContextVar(
+    "weft_log_ids", default=(None, None, None)
 )
 
 
 def current_log_ids() -> tuple[str | None, str | None]:
     """The (execution_id, node_id) that log records get stamped with right now."""
-    return _log_ids.get()
+    ids = _log_ids.get()
+    return ids[0], ids[1]
 
 
 class log_context:  # lower case: used like a function, ``with log_context(execution_id=...)``
@@ -46,17 +49,15 @@ class log_context:  # lower case: used like a function, ``with log_context(execu
     def __init__(self, execution_id: str | None = None, node_id: str | None = None) -> None:
         self._exec = execution_id
         self._node = node_id
-        self._token: Token[tuple[str | None, str | None]] | None = None
+        self._token: Token[tuple[str | None, str | None, Any]] | None = None
 
     def __enter__(self) -> log_context:
-        if self._exec is None or self._node is None:
-            outer_exec, outer_node = _log_ids.get()
-            self._token = _log_ids.set(
-                (self._exec if self._exec is not None else outer_exec,
-                 self._node if self._node is not None else outer_node)
-            )  # fmt: skip
-        else:
-            self._token = _log_ids.set((self._exec, self._node))
+        outer_exec, outer_node, node_span = _log_ids.get()
+        self._token = _log_ids.set(
+            (self._exec if self._exec is not None else outer_exec,
+             self._node if self._node is not None else outer_node,
+             node_span)
+        )  # fmt: skip
         return self
 
     def __exit__(
@@ -87,7 +88,7 @@ class ContextFilter(logging.Filter):
                 record.trace_id = format(ctx.trace_id, "032x")
             if not getattr(record, "span_id", None):
                 record.span_id = format(ctx.span_id, "016x")
-        execution_id, node_id = _log_ids.get()
+        execution_id, node_id, _ = _log_ids.get()
         if not getattr(record, "execution_id", None):
             record.execution_id = execution_id
         if not getattr(record, "node_id", None):

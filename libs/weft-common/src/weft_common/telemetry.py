@@ -41,6 +41,7 @@ from .settings import CommonSettings
 from .telemetry_spans import (
     current_traceparent,
     execution_span,
+    flush_node_spans,
     format_scope,
     link_from_str,
     node_span,
@@ -87,6 +88,7 @@ class Telemetry:
         if self._stopped:
             return
         self._stopped = True
+        flush_node_spans()
         if self._tracer_provider is not None:
             self._tracer_provider.shutdown()
         if self._meter_provider is not None:
@@ -328,16 +330,19 @@ class TestTelemetry:
     provider: TracerProvider
 
     def spans(self) -> list[ReadableSpan]:
+        flush_node_spans()
         self.provider.force_flush()
         return list(self.exporter.get_finished_spans())
 
     def clear(self) -> None:
+        flush_node_spans()
         self.exporter.clear()
 
     def stop(self) -> None:
         """Back to "off" for the tests that follow: Weft helpers and interceptors skip spans,
         library instrumentation is removed, nothing more is recorded (the SDK providers stay
         installed: OpenTelemetry cannot uninstall them)."""
+        flush_node_spans()
         flags.tracing = flags.metrics = False
         uninstrument_libraries()
         self.exporter.clear()

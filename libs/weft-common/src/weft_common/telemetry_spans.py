@@ -1,8 +1,9 @@
 """The engine's span helpers: one span per execution run and per node attempt, and span links.
 
 Made for the hot path. With tracing off each helper is a flag check plus the log-context ids (one
-``ContextVar.set``); with tracing on it is one SDK span, except under a trace that sampling left
-out, where node spans are skipped altogether. Attribute names:
+``ContextVar.set``). With tracing on, the execution span is an SDK span; node attempt spans are
+*lean* under it (see "Lean node spans" below), and skipped altogether under a trace that sampling
+left out. Attribute names:
 
 - ``weft.execution.id``, ``weft.workflow.id``, ``weft.execution.resumed``
 - ``weft.node.id``, ``weft.node.type``, ``weft.node.scope`` (``"loop:2/par:0"``),
@@ -12,25 +13,55 @@ out, where node spans are skipped altogether. Attribute names:
 A resumed execution (days later, maybe on another executor) starts a new trace and *links* to
 the original one: persist ``span_context_to_str()`` when the execution first runs, and pass
 ``links=[link_from_str(stored)]`` to ``execution_span`` when it resumes.
+
+Lean node spans. An SDK span costs tens of microseconds of Python (sampler, locks, attribute
+validation, processor calls), several times what the engine spends on a no-op node. Inside an
+execution span, when the provider is the SDK's with the default parent-based sampling, a node
+attempt is recorded as a ``_NodeSpan``: a span id from the provider's id generator (the SDK's
+``random.getrandbits``), two ``time_ns()`` stamps, and the attribute values as the engine gave
+them. It is a real span all the same:
+
+- it is an ``opentelemetry.trace.Span`` while it runs: the current span inside the node (through
+  the run's context, ``_RunContext``, which answers the node span for the task that runs it), so
+  outbound httpx/LLM requests and gRPC calls made in the node get CLIENT spans parented to it and
+  carry its ``traceparent``, and log records carry its span id;
+- it is an SDK ``ReadableSpan`` once ended: the attribute dict, ``SpanContext`` and name are built
+  in bulk (``flush_node_spans``: every 512 spans, when the execution span ends, within a second
+  otherwise, at shutdown) and handed to the provider's span processors' ``on_end``, so the normal
+  batch processor and exporters (OTLP) export them.
+
+Differences from an SDK span: processors' ``on_start`` is not called for node spans, and only the
+attribute value length limit (``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``) of the span limits is applied
+(a node span has a handful of attributes). Any other sampler or provider gets SDK spans.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import traceback
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from types import TracebackType
+from time import time_ns
+from types import MappingProxyType, TracebackType
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 from ._telemetry_state import flags
-from .logging_setup import log_context
+from .logging_setup import _log_ids, log_context
 
 __all__ = [
     "current_traceparent",
     "execution_span",
+    "flush_node_spans",
     "format_scope",
     "link_from_str",
     "node_span",
@@ -72,10 +103,15 @@ class _UntracedScope(log_context):
 
 
 class _TracedScope:
-    """Starts a span, makes it current, sets the log ids; ends it all on exit (class, not a
-    generator, because it runs once per node attempt)."""
+    """Starts an SDK span, makes it current, sets the log ids; ends it all on exit (class, not a
+    generator, because it runs once per node attempt where lean spans are not possible).
 
-    __slots__ = ("_attrs", "_links", "_log", "_name", "_span", "_token")
+    ``run=True`` (execution spans): node spans inside are lean when the provider allows it (the
+    context attached is then a ``_RunContext``), and the ones still pending are handed to the
+    span processors before this span ends.
+    """
+
+    __slots__ = ("_attrs", "_links", "_log", "_name", "_run", "_span", "_token")
 
     def __init__(
         self,
@@ -83,11 +119,13 @@ class _TracedScope:
         attrs: dict[str, Any],
         links: Sequence[Link] | None,
         log: log_context,
+        run: bool = False,
     ) -> None:
         self._name = name
         self._attrs = attrs
         self._links = links
         self._log = log
+        self._run = run
         self._span: Span | None = None
         self._token: object = None
 
@@ -101,7 +139,12 @@ class _TracedScope:
             set_status_on_exception=False,
         )
         self._span = span
-        self._token = otel_context.attach(trace.set_span_in_context(span))
+        ctx = trace.set_span_in_context(span)
+        if self._run:
+            span_context = span.get_span_context()
+            if span_context.trace_flags.sampled and (sink := _lean_sink()) is not None:
+                ctx = _RunContext(ctx, span_context, sink)
+        self._token = otel_context.attach(ctx)
         self._log.__enter__()
         return span
 
@@ -120,10 +163,334 @@ class _TracedScope:
                 else:
                     span.record_exception(exc)
                     span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            if self._run and _pending:
+                flush_node_spans()  # the run's node spans reach the processors before it
             span.end()
         finally:
             self._log.__exit__(exc_type, exc, tb)
             otel_context.detach(self._token)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- lean node spans
+
+
+class _LeanSink:
+    """Where lean node spans go, taken from the SDK tracer of ``weft.engine``."""
+
+    __slots__ = ("limit", "new_span_id", "processor", "resource", "scope")
+
+    def __init__(self, tracer: Any) -> None:
+        self.processor = tracer.span_processor
+        self.resource = tracer.resource
+        self.scope = tracer._instrumentation_scope
+        self.limit: int | None = tracer._span_limits.max_attribute_length
+        generator = tracer.id_generator
+        if type(generator) is RandomIdGenerator:
+            import random
+
+            bits = random.getrandbits
+            self.new_span_id = lambda: bits(64) or 1  # what RandomIdGenerator does, minus a call
+        else:
+            self.new_span_id = generator.generate_span_id
+
+
+_sink_cache: tuple[object, _LeanSink | None] = (None, None)
+
+
+def _lean_sink() -> _LeanSink | None:
+    """The sink for this process's tracer provider, or None when node spans must be SDK spans:
+    not the SDK provider, a sampler other than the default parent-based one (whose decision for a
+    child of a sampled local span is "record and sample"), or the engine's tracer disabled."""
+    global _sink_cache
+    provider = trace.get_tracer_provider()
+    cached_for, sink = _sink_cache
+    if cached_for is provider:
+        return sink
+    sink = None
+    if isinstance(provider, TracerProvider):
+        tracer: Any = provider.get_tracer("weft.engine")
+        sampler = tracer.sampler
+        if (
+            isinstance(sampler, ParentBased)
+            and sampler._local_parent_sampled is ALWAYS_ON
+            and sampler._local_parent_not_sampled is ALWAYS_OFF
+            and tracer._is_enabled()
+        ):
+            sink = _LeanSink(tracer)
+            _register_exit_flush()
+    _sink_cache = (provider, sink)
+    return sink
+
+
+class _RunContext(Context):
+    """The context of an execution run whose node spans are lean: the execution span is current,
+    except in a task running one of the run's node spans, where that node span is."""
+
+    def __init__(self, values: Mapping[str, object], span_context: SpanContext, sink: _LeanSink):
+        super().__init__(values)
+        self.span_context = span_context
+        self.sink = sink
+
+    def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+        if key == _SPAN_KEY:
+            node = _log_ids.get()[2]
+            if node is not None and node._run is self:
+                return node
+        return dict.get(self, key, default)
+
+    def __getitem__(self, key: str) -> object:
+        if key == _SPAN_KEY:
+            node = _log_ids.get()[2]
+            if node is not None and node._run is self:
+                return node
+        return dict.__getitem__(self, key)
+
+    def copy(self) -> dict[str, object]:  # type: ignore[override]
+        """What ``set_value`` builds on: a plain dict with the current span resolved."""
+        values = dict(self)
+        values[_SPAN_KEY] = self.get(_SPAN_KEY)
+        return values
+
+
+# The lean node span running in a task is the third item of the log ids (``_log_ids``): entering
+# a node is one ``ContextVar.set`` for both; the run's context resolves the current span with it.
+_UNSET_STATUS = Status(StatusCode.UNSET)
+
+
+class _NodeSpan(Span, ReadableSpan):
+    """One node attempt, recorded lean (see the module docstring); its own context manager.
+
+    While open it is the API ``Span`` the node's code sees. Ended, it is the ``ReadableSpan`` the
+    processors and exporters read: its ``SpanContext`` is made when it is handed to them
+    (``flush_node_spans``), its name and attribute dict on first read (usually in the exporter's
+    thread, just before encoding), from the values the engine passed in. Few objects per node
+    stay alive until the export: the span itself and its ``SpanContext``."""
+
+    # ReadableSpan fields that never vary for a node span (class attributes: no per-span cost).
+    _kind = SpanKind.INTERNAL
+    _events: Any = ()
+    _links: Any = ()
+    _instrumentation_info = None
+    _status = _UNSET_STATUS
+    _context: SpanContext | None = None
+    _attributes: Any = None
+    _name: Any = None
+    _extra: dict[str, Any] | None = None
+    _end_time: int | None = None
+    _node_status = ""
+    _error_code = ""
+
+    def __init__(
+        self,
+        run: _RunContext,
+        node_id: str,
+        node_type: str,
+        scope: ScopeLike,
+        attempt: int,
+        execution_id: str | None,
+    ) -> None:
+        self._run = run
+        self._node_id = node_id
+        self._node_type = node_type
+        self._scope = scope
+        self._attempt = attempt
+        self._execution_id = execution_id
+
+    # -- context manager (the hot path)
+    def __enter__(self) -> _NodeSpan:
+        run = self._run
+        outer_exec, _, outer = _log_ids.get()
+        self._parent = (
+            outer.get_span_context()
+            if outer is not None and outer._run is run
+            else run.span_context
+        )
+        self._span_id = run.sink.new_span_id()
+        self._token = _log_ids.set((self._execution_id or outer_exec, self._node_id, self))
+        self._start_time = time_ns()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        end = time_ns()
+        _log_ids.reset(self._token)
+        self._token = None  # not kept alive until the export
+        if exc is not None:
+            if isinstance(exc, asyncio.CancelledError):
+                self.set_attribute("weft.cancelled", True)
+            else:
+                self.record_exception(exc)
+                self._status = Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}")
+        self._end_time = end
+        pending = _pending
+        pending.append(self)
+        if len(pending) >= _FLUSH_AT or end - pending[0]._end_time > _FLUSH_AFTER_NS:
+            flush_node_spans()
+        elif not _flush_timer[0]:
+            _arm_flush_timer()
+
+    # -- opentelemetry.trace.Span
+    def get_span_context(self) -> SpanContext:
+        ctx = self._context
+        if ctx is None:
+            run = self._run.span_context
+            ctx = self._context = SpanContext(
+                run.trace_id, self._span_id, False, run.trace_flags, run.trace_state
+            )
+        return ctx
+
+    @property
+    def context(self) -> SpanContext:  # type: ignore[override]
+        return self._context or self.get_span_context()
+
+    def is_recording(self) -> bool:
+        return self._end_time is None
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        if self._end_time is not None:
+            return
+        if self._extra is None:
+            self._extra = {}
+        self._extra[key] = value
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        for key, value in attributes.items():
+            self.set_attribute(key, value)
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        if self._end_time is not None:
+            return
+        if isinstance(status, StatusCode):
+            status = Status(status, description)
+        if self._status.status_code is StatusCode.OK:
+            return  # final, as in the SDK
+        if status.status_code is not StatusCode.UNSET:
+            self._status = status
+
+    def add_event(
+        self, name: str, attributes: Mapping[str, Any] | None = None, timestamp: int | None = None
+    ) -> None:
+        if self._end_time is not None:
+            return
+        event = Event(name, dict(attributes) if attributes else None, timestamp or time_ns())
+        self._events = (*self._events, event)
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Mapping[str, Any] | None = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        module = type(exception).__module__
+        qualname = type(exception).__qualname__
+        attrs: dict[str, Any] = {
+            "exception.type": f"{module}.{qualname}"
+            if module and module != "builtins"
+            else qualname,
+            "exception.message": str(exception),
+            "exception.stacktrace": "".join(traceback.format_exception(exception)),
+            "exception.escaped": str(escaped),
+        }
+        if attributes:
+            attrs.update(attributes)
+        self.add_event("exception", attrs, timestamp)
+
+    def update_name(self, name: str) -> None:
+        if self._end_time is None:
+            self._name = name
+
+    def end(self, end_time: int | None = None) -> None:
+        """Node spans end with their block; an explicit ``end()`` is ignored."""
+
+    # -- ReadableSpan: name and attributes built on first read
+    @property
+    def name(self) -> str:
+        if self._name is None:
+            self._name = f"{self._node_type} {self._node_id}"
+        return self._name  # type: ignore[no-any-return]
+
+    @property
+    def attributes(self) -> Any:
+        if self._attributes is None:
+            self._attributes = self._attribute_dict()
+        return MappingProxyType(self._attributes)
+
+    @property
+    def resource(self) -> Any:
+        return self._run.sink.resource
+
+    @property
+    def instrumentation_scope(self) -> Any:
+        return self._run.sink.scope
+
+    def _attribute_dict(self) -> dict[str, Any]:
+        attrs: dict[str, Any] = {
+            "weft.node.id": self._node_id,
+            "weft.node.type": self._node_type,
+            "weft.node.attempt": self._attempt,
+        }
+        if self._scope:
+            attrs["weft.node.scope"] = format_scope(self._scope)
+        if self._execution_id:
+            attrs["weft.execution.id"] = self._execution_id
+        if self._node_status:
+            attrs["weft.node.status"] = self._node_status
+        if self._error_code:
+            attrs["weft.error.code"] = self._error_code
+        if self._extra:
+            attrs.update(self._extra)
+        limit = self._run.sink.limit
+        if limit is not None:
+            attrs = {k: v[:limit] if isinstance(v, str) else v for k, v in attrs.items()}
+        return attrs
+
+    def to_json(self, indent: int | None = 4) -> str:
+        self.name  # noqa: B018 - fill the fields to_json reads directly
+        self.attributes  # noqa: B018
+        self._resource = self.resource
+        return super().to_json(indent)
+
+
+_FLUSH_AT = 512  # the batch processor's default export batch
+_FLUSH_AFTER_S = 1.0  # at the latest (a timer), or at the next node end after that
+_FLUSH_AFTER_NS = int(_FLUSH_AFTER_S * 1e9)
+_pending: deque[_NodeSpan] = deque()
+_flush_timer = [False]
+_exit_flush_registered = [False]
+
+
+def flush_node_spans() -> None:
+    """Hand every ended lean node span to the span processors (``on_end``), in bulk. Called by
+    the engine's helpers, a timer, ``Telemetry.shutdown`` and the test hook; thread-safe."""
+    _flush_timer[0] = False
+    pending = _pending
+    while True:
+        try:
+            span = pending.popleft()
+        except IndexError:
+            return
+        span.get_span_context()
+        span._run.sink.processor.on_end(span)
+
+
+def _arm_flush_timer() -> None:
+    _flush_timer[0] = True
+    try:
+        asyncio.get_running_loop().call_later(_FLUSH_AFTER_S, flush_node_spans)
+    except RuntimeError:  # no event loop in this thread: nothing to wait for
+        flush_node_spans()
+
+
+def _register_exit_flush() -> None:
+    """At exit, before the provider's own shutdown (registered earlier, so run later)."""
+    if not _exit_flush_registered[0]:
+        _exit_flush_registered[0] = True
+        atexit.register(flush_node_spans)
 
 
 def _sampled_out() -> bool:
@@ -153,7 +520,9 @@ def execution_span(
     if resumed:
         attrs["weft.execution.resumed"] = True
     kept = [link for link in links if link is not None]
-    return _TracedScope("execution " + (workflow_id or execution_id), attrs, kept or None, log)
+    return _TracedScope(
+        "execution " + (workflow_id or execution_id), attrs, kept or None, log, run=True
+    )
 
 
 def node_span(
@@ -169,7 +538,12 @@ def node_span(
     ``as span`` gives the span (a non-recording one with tracing off); set the outcome with
     ``record_node_status``.
     """
-    if not flags.tracing or _sampled_out():
+    if not flags.tracing:
+        return _UntracedScope(execution_id=execution_id, node_id=node_id)
+    run = otel_context.get_current()
+    if type(run) is _RunContext:
+        return _NodeSpan(run, node_id, node_type, scope, attempt, execution_id)
+    if _sampled_out():
         return _UntracedScope(execution_id=execution_id, node_id=node_id)
     log = log_context(execution_id=execution_id, node_id=node_id)
     attrs: dict[str, Any] = {
@@ -191,6 +565,13 @@ def record_node_status(
     if not flags.tracing:
         return
     target = span if span is not None else trace.get_current_span()
+    if type(target) is _NodeSpan and target._end_time is None:  # the hot path: no dict
+        target._node_status = status
+        if error_code:
+            target._error_code = error_code
+        if status == "FAILED":
+            target._status = Status(StatusCode.ERROR, error_message or error_code or None)
+        return
     if not target.is_recording():
         return
     target.set_attribute("weft.node.status", status)

@@ -64,10 +64,12 @@ async def run_attempt(
         async with asyncio.timeout(timeout_s):
             return await handler.execute(ctx)
     node = ctx.node
-    started = time.perf_counter()
+    started = time.perf_counter() if flags.metrics else 0.0
     status = "FAILED"
     try:
-        with node_span(node.id, node.type, ctx.scope, ctx.attempt) as span:
+        with node_span(
+            node.id, node.type, ctx.scope, ctx.attempt, execution_id=ctx.execution_id
+        ) as span:
             try:
                 if timeout_s is None:
                     result = await handler.execute(ctx)
