@@ -159,6 +159,8 @@ class ExecutionRow(Base):
     parent_execution_id: Mapped[str] = mapped_column(String(36), default="")
     parent_node_id: Mapped[str] = mapped_column(String(128), default="")
     depth: Mapped[int] = mapped_column(Integer, default=0)
+    # W3C traceparent of the request that created it: its first run continues that trace.
+    trace_context: Mapped[str] = mapped_column(String(255), default="")
 
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
