@@ -127,6 +127,7 @@ class CreateExecution:
     depth: int = 0
     claim_worker_id: str = ""
     lease_ms: int = 0
+    trace_context: str = ""  # W3C traceparent of the creating request ("" when not traced)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,3 +263,4 @@ class LoadedExecution:
     version: int
     cancel_requested: bool
     depth: int
+    trace_context: str = ""
