@@ -92,6 +92,8 @@ async def create_execution(store: StateStore, req: CreateExecution) -> CreatedEx
         "parent_execution_id": req.parent_execution_id,
         "parent_node_id": req.parent_node_id,
         "depth": req.depth,
+        # A traceparent is 55 characters; anything that does not fit is not one.
+        "trace_context": req.trace_context if len(req.trace_context) <= 255 else "",
         "created_at": now,
         "updated_at": now,
         "last_seq": 0,
