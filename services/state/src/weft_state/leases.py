@@ -228,4 +228,5 @@ def _loaded(
         version=row.version,
         cancel_requested=row.cancel_requested,
         depth=row.depth,
+        trace_context=row.trace_context,
     )
