@@ -421,6 +421,7 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
                 depth=request.depth,
                 claim_worker_id=request.claim_worker_id,
                 lease_ms=request.lease_ms,
+                trace_context=request.trace_context,
             ),
         )
         return state_pb2.CreateExecutionResponse(
@@ -506,6 +507,7 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
             version=loaded.version,
             cancel_requested=loaded.cancel_requested,
             depth=loaded.depth,
+            trace_context=loaded.trace_context,
         )
 
     async def CommitStep(
@@ -535,16 +537,6 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
             follow_after_terminal=request.follow_after_terminal,
         ):
             yield state_pb2.StreamEventsResponse(event=_event_pb(event))
-
-    async def PublishLiveEvents(
-        self, request: state_pb2.PublishLiveEventsRequest, context: Ctx
-    ) -> state_pb2.PublishLiveEventsResponse:
-        stream.publish_live(
-            self.store,
-            request.lease.execution_id,
-            [(e.seq, _event_in(e.event)) for e in request.events],
-        )
-        return state_pb2.PublishLiveEventsResponse()
 
     async def EnqueueResume(
         self, request: state_pb2.EnqueueResumeRequest, context: Ctx
