@@ -538,6 +538,16 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
         ):
             yield state_pb2.StreamEventsResponse(event=_event_pb(event))
 
+    async def PublishLiveEvents(
+        self, request: state_pb2.PublishLiveEventsRequest, context: Ctx
+    ) -> state_pb2.PublishLiveEventsResponse:
+        stream.publish_live(
+            self.store,
+            request.lease.execution_id,
+            [(e.seq, _event_in(e.event)) for e in request.events],
+        )
+        return state_pb2.PublishLiveEventsResponse()
+
     async def EnqueueResume(
         self, request: state_pb2.EnqueueResumeRequest, context: Ctx
     ) -> state_pb2.EnqueueResumeResponse:
