@@ -149,6 +149,7 @@ class Journal:
         self._idle.set()
         self._failed: BaseException | None = None
         self._timer_due = 0.0
+        self._timer_delay = 0.0  # the delay the current timer was armed with
         self._urgent = False  # an event other than a chunk is buffered (flush_ms applies)
         self._chunks = 0  # chunks buffered
         self.commits = 0
@@ -179,10 +180,11 @@ class Journal:
                 return
             delay = self._chunk_s
         else:
-            if kind == "node:started":
-                self._started[(draft.node_id, draft.scope)] = self._appended
-            elif kind in _NODE_ENDS:
-                self._started.pop((draft.node_id, draft.scope), None)
+            if self._live is not None:  # only the live lane (_go_live) reads these positions
+                if kind == "node:started":
+                    self._started[(draft.node_id, draft.scope)] = self._appended
+                elif kind in _NODE_ENDS:
+                    self._started.pop((draft.node_id, draft.scope), None)
             self._urgent = True
             delay = self._flush_s
         if self._failed is None:
@@ -191,6 +193,8 @@ class Journal:
     def _arm(self, delay: float) -> None:
         # One timer per flush interval: when it fires after a commit took the events, it finds
         # nothing to do. (No timer per event on the hot path; an earlier deadline replaces it.)
+        if self._timer is not None and delay >= self._timer_delay:
+            return  # armed before now with no longer a delay: it is due no later (hot path)
         loop = asyncio.get_running_loop()
         if self._timer is not None:
             if self._timer_due <= loop.time() + delay:
@@ -198,6 +202,7 @@ class Journal:
             self._timer.cancel()
         self._idle.clear()
         self._timer_due = loop.time() + delay
+        self._timer_delay = delay
         self._timer = loop.call_later(delay, self._flush)
 
     def _go_live(self, draft: EventDraft) -> None:
@@ -219,6 +224,11 @@ class Journal:
         try:
             while self._live_out and self._failed is None and publish is not None:
                 batch, self._live_out = self._live_out, []
+                if self._base is not None:  # what got committed meanwhile goes out with it
+                    durable = self._base + self._written
+                    batch = [item for item in batch if item[0] > durable]
+                    if not batch:
+                        continue
                 try:
                     await publish(batch)
                     self.live_published += len(batch)
