@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from weft_common.references import TemplateError, compile_template
@@ -53,8 +53,12 @@ class _Checker:
 
     # -- reporting -----------------------------------------------------------------------------
     def error(self, code: str, field: str, message: str) -> None:
-        self.sink.add(code, f"node {self.node.id!r} ({self.node.type}): {field}: {message}",
-                      node_id=self.node.id, field=field)
+        self.sink.add(
+            code,
+            f"node {self.node.id!r} ({self.node.type}): {field}: {message}",
+            node_id=self.node.id,
+            field=field,
+        )
 
     def missing(self, key: str, what: str) -> None:
         self.error(Code.MISSING_CONFIG, f"config.{key}", f"required: {what}")
@@ -68,12 +72,18 @@ class _Checker:
                 self.error(Code.MISSING_CONFIG, field, "required: a JSONata expression")
             return
         if not isinstance(value, str):
-            self.error(Code.INVALID_CONFIG, field,
-                       f"must be a JSONata expression (a string), got {_json_type(value)}")
+            self.error(
+                Code.INVALID_CONFIG,
+                field,
+                f"must be a JSONata expression (a string), got {_json_type(value)}",
+            )
             return
         if len(value) > self.limits.max_expression_chars:
-            self.error(Code.VALUE_TOO_LARGE, field,
-                       f"expression is {len(value)} characters (limit {self.limits.max_expression_chars})")
+            self.error(
+                Code.VALUE_TOO_LARGE,
+                field,
+                f"expression is {len(value)} characters (limit {self.limits.max_expression_chars})",
+            )
             return
         try:
             roots = analyze_expression(value)
@@ -90,22 +100,38 @@ class _Checker:
                 self.missing(key, "a number or a {{template}}")
             return
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            self.error(Code.INVALID_CONFIG, f"config.{key}",
-                       f"must be a number or a {{{{template}}}}, got {_json_type(value)}")
+            self.error(
+                Code.INVALID_CONFIG,
+                f"config.{key}",
+                f"must be a number or a {{{{template}}}}, got {_json_type(value)}",
+            )
         elif isinstance(value, str):
             if not _is_whole_template(value):
-                self.error(Code.INVALID_CONFIG, f"config.{key}",
-                           f"must be a number or a {{{{template}}}}, got the string {_quote(value)!r}")
+                self.error(
+                    Code.INVALID_CONFIG,
+                    f"config.{key}",
+                    f"must be a number or a {{{{template}}}}, got the string {_quote(value)!r}",
+                )
         elif not _is_whole(value) or value < minimum:
-            self.error(Code.INVALID_CONFIG, f"config.{key}",
-                       f"must be a whole number >= {minimum}, got {value}")
+            self.error(
+                Code.INVALID_CONFIG,
+                f"config.{key}",
+                f"must be a whole number >= {minimum}, got {value}",
+            )
 
     def positive_int(self, key: str) -> None:
         value = self.config.get(key)
         if value is None:
             return
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not _is_whole(value) or value < 1:
-            self.error(Code.INVALID_CONFIG, f"config.{key}", f"must be a whole number >= 1, got {value!r}")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not _is_whole(value)
+            or value < 1
+        ):
+            self.error(
+                Code.INVALID_CONFIG, f"config.{key}", f"must be a whole number >= 1, got {value!r}"
+            )
 
     def string(self, key: str, *, required: bool, what: str = "a string") -> str | None:
         value = self.config.get(key)
@@ -114,7 +140,9 @@ class _Checker:
                 self.missing(key, what)
             return None
         if not isinstance(value, str):
-            self.error(Code.INVALID_CONFIG, f"config.{key}", f"must be {what}, got {_json_type(value)}")
+            self.error(
+                Code.INVALID_CONFIG, f"config.{key}", f"must be {what}, got {_json_type(value)}"
+            )
             return None
         if required and not value.strip():
             self.error(Code.MISSING_CONFIG, f"config.{key}", f"must not be empty ({what})")
@@ -123,8 +151,12 @@ class _Checker:
 
     def typed(self, key: str, types: tuple[type, ...], what: str) -> None:
         value = self.config.get(key)
-        if value is not None and (isinstance(value, bool) != (bool in types) or not isinstance(value, types)):
-            self.error(Code.INVALID_CONFIG, f"config.{key}", f"must be {what}, got {_json_type(value)}")
+        if value is not None and (
+            isinstance(value, bool) != (bool in types) or not isinstance(value, types)
+        ):
+            self.error(
+                Code.INVALID_CONFIG, f"config.{key}", f"must be {what}, got {_json_type(value)}"
+            )
 
     def kind(self, allowed: tuple[str, ...]) -> str | None:
         value = self.config.get("kind")
@@ -132,8 +164,11 @@ class _Checker:
             self.missing("kind", "one of " + ", ".join(allowed))
             return None
         if value not in allowed:
-            self.error(Code.INVALID_CONFIG, "config.kind",
-                       f"must be one of {', '.join(allowed)}, got {_quote(str(value))!r}")
+            self.error(
+                Code.INVALID_CONFIG,
+                "config.kind",
+                f"must be one of {', '.join(allowed)}, got {_quote(str(value))!r}",
+            )
             return None
         return str(value)
 
@@ -143,11 +178,17 @@ class _Checker:
             self.missing(key, "an array, an object or a {{template}}")
         elif isinstance(value, str):
             if not _is_whole_template(value):
-                self.error(Code.INVALID_CONFIG, f"config.{key}",
-                           f"must be an array, an object or a {{{{template}}}}, got the string {_quote(value)!r}")
+                self.error(
+                    Code.INVALID_CONFIG,
+                    f"config.{key}",
+                    f"must be an array, an object or a {{{{template}}}}, got the string {_quote(value)!r}",
+                )
         elif not isinstance(value, (list, dict)):
-            self.error(Code.INVALID_CONFIG, f"config.{key}",
-                       f"must be an array, an object or a {{{{template}}}}, got {_json_type(value)}")
+            self.error(
+                Code.INVALID_CONFIG,
+                f"config.{key}",
+                f"must be an array, an object or a {{{{template}}}}, got {_json_type(value)}",
+            )
 
     def id_list(self, key: str, what: str) -> list[tuple[int, Mapping[str, Any]]]:
         """A non-empty list of ``{id, ...}`` objects with unique ids; returns the well-formed ones."""
@@ -163,15 +204,22 @@ class _Checker:
         for i, item in enumerate(value):
             field = f"config.{key}[{i}]"
             if not isinstance(item, dict):
-                self.error(Code.INVALID_CONFIG, field, f"must be an object with an id, got {_json_type(item)}")
+                self.error(
+                    Code.INVALID_CONFIG,
+                    field,
+                    f"must be an object with an id, got {_json_type(item)}",
+                )
                 continue
             ident = item.get("id")
             if not isinstance(ident, str) or not ident:
                 self.error(Code.MISSING_CONFIG, f"{field}.id", "required: a non-empty string id")
                 continue
             if len(ident) > self.limits.max_name_chars or not _BRANCH_ID.match(ident):
-                self.error(Code.INVALID_CONFIG, f"{field}.id",
-                           f"{_quote(ident)!r} must be letters, digits, '_', '-' or '.'")
+                self.error(
+                    Code.INVALID_CONFIG,
+                    f"{field}.id",
+                    f"{_quote(ident)!r} must be letters, digits, '_', '-' or '.'",
+                )
                 continue
             if ident in seen:
                 self.error(Code.INVALID_CONFIG, f"{field}.id", f"duplicate id {ident!r}")
@@ -198,8 +246,11 @@ class _Checker:
             else:
                 elses += 1
                 if elses > 1:
-                    self.error(Code.INVALID_CONFIG, f"config.branches[{i}]",
-                               "only one branch may omit 'when' (the else branch)")
+                    self.error(
+                        Code.INVALID_CONFIG,
+                        f"config.branches[{i}]",
+                        "only one branch may omit 'when' (the else branch)",
+                    )
 
     def _check_router(self) -> None:
         cfg = self.config
@@ -214,13 +265,24 @@ class _Checker:
     def _check_http(self) -> None:
         self.string("url", required=True, what="a URL (string or template)")
         method = self.string("method", required=True, what="an HTTP method")
-        if method is not None and method.strip() and method.upper() not in HTTP_METHODS \
-                and not _is_whole_template(method):
-            self.error(Code.INVALID_CONFIG, "config.method",
-                       f"must be one of {', '.join(sorted(HTTP_METHODS))}, got {_quote(method)!r}")
+        if (
+            method is not None
+            and method.strip()
+            and method.upper() not in HTTP_METHODS
+            and not _is_whole_template(method)
+        ):
+            self.error(
+                Code.INVALID_CONFIG,
+                "config.method",
+                f"must be one of {', '.join(sorted(HTTP_METHODS))}, got {_quote(method)!r}",
+            )
         self.typed("headers", (dict, str), "an object or a {{template}}")
         self.typed("query", (dict, str), "an object or a {{template}}")
-        self.typed("expectStatus", (int, float, list, str), "a status, a list of statuses or a {{template}}")
+        self.typed(
+            "expectStatus",
+            (int, float, list, str),
+            "a status, a list of statuses or a {{template}}",
+        )
 
     def _check_llm(self) -> None:
         cfg = self.config
@@ -247,9 +309,14 @@ class _Checker:
     def _check_approval(self) -> None:
         self.typed("reason", (str,), "a string")
         if self.config.get("inputSchema") is not None:
-            check_schema(self.config["inputSchema"], field="config.inputSchema",
-                         owner=f"node {self.node.id!r} (approval)", node_id=self.node.id,
-                         sink=self.sink, limits=self.limits)
+            check_schema(
+                self.config["inputSchema"],
+                field="config.inputSchema",
+                owner=f"node {self.node.id!r} (approval)",
+                node_id=self.node.id,
+                sink=self.sink,
+                limits=self.limits,
+            )
 
     def _check_setVariable(self) -> None:
         cfg = self.config
@@ -257,13 +324,19 @@ class _Checker:
         if assign is None:
             self.missing("assign", "an object of variable name -> value")
         elif not isinstance(assign, dict) or not assign:
-            self.error(Code.INVALID_CONFIG, "config.assign",
-                       "must be a non-empty object of variable name -> value")
+            self.error(
+                Code.INVALID_CONFIG,
+                "config.assign",
+                "must be a non-empty object of variable name -> value",
+            )
         else:
             for name in assign:
                 if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", name):
-                    self.error(Code.INVALID_CONFIG, f"config.assign.{name}",
-                               f"variable name {_quote(name)!r} must match [A-Za-z_][A-Za-z0-9_]{{0,63}}")
+                    self.error(
+                        Code.INVALID_CONFIG,
+                        f"config.assign.{name}",
+                        f"variable name {_quote(name)!r} must match [A-Za-z_][A-Za-z0-9_]{{0,63}}",
+                    )
 
     def _check_subworkflow(self) -> None:
         self.string("workflowId", required=True, what="a workflow id")
@@ -301,40 +374,57 @@ class _Checker:
 
     # -- every string: size, templates ---------------------------------------------------------
     def scan_strings(self) -> None:
-        """Walk the whole config (iteratively): depth, string sizes, {{ }} references."""
-        limits = self.limits
-        max_chars = limits.max_string_chars
-        skip = self.expression_fields
-        stack: list[tuple[Any, str, int]] = []
-        # Top-level keys inline (most configs are flat); nested values through the stack.
+        """Walk the whole config: depth, string sizes, {{ }} references.
+
+        Order (kept stable, it is the order of references and diagnostics): the top-level
+        strings first, then the top-level objects and arrays from the last to the first, each
+        walked depth-first in document order.
+        """
+        max_chars = self.limits.max_string_chars
+        nested: list[tuple[str, Any]] = []
         for key, value in self.config.items():
             if isinstance(value, str):
                 if len(value) > max_chars or "{{" in value:
                     field = f"config.{key}"
-                    if field not in skip:
+                    if field not in self.expression_fields:
                         self.string_value(field, value)
             elif isinstance(value, _CONTAINERS):
-                stack.append((value, f"config.{key}", 1))
-        while stack:
-            value, field, depth = stack.pop()
+                nested.append((f"config.{key}", value))
+        for field, value in reversed(nested):
+            self.scan_container(field, value, 1)
+
+    def scan_container(self, field: str, container: dict[str, Any] | list[Any], depth: int) -> None:
+        """One object or array at ``depth`` (recursion is bounded by the depth limit). Field
+        names are formatted only for what needs one: a string to check, a container to enter."""
+        limits = self.limits
+        if depth >= limits.max_config_depth:
+            self.error(
+                Code.VALUE_TOO_LARGE, field, f"nested deeper than {limits.max_config_depth} levels"
+            )
+            return
+        max_chars = limits.max_string_chars
+        is_list = isinstance(container, list)
+        pairs: Iterable[tuple[Any, Any]] = (
+            enumerate(container) if isinstance(container, list) else container.items()
+        )
+        for key, value in pairs:
             if isinstance(value, str):
-                if (len(value) > max_chars or "{{" in value) and field not in skip:
-                    self.string_value(field, value)
+                if len(value) > max_chars or "{{" in value:
+                    at = f"{field}[{key}]" if is_list else f"{field}.{key}"
+                    if at not in self.expression_fields:
+                        self.string_value(at, value)
             elif isinstance(value, _CONTAINERS):
-                if depth >= limits.max_config_depth:
-                    self.error(Code.VALUE_TOO_LARGE, field,
-                               f"nested deeper than {limits.max_config_depth} levels")
-                    continue
-                if isinstance(value, dict):
-                    items = [(v, f"{field}.{k}") for k, v in value.items()]
-                else:
-                    items = [(v, f"{field}[{i}]") for i, v in enumerate(value)]
-                stack.extend((v, f, depth + 1) for v, f in reversed(items))
+                self.scan_container(
+                    f"{field}[{key}]" if is_list else f"{field}.{key}", value, depth + 1
+                )
 
     def string_value(self, field: str, value: str) -> None:
         if len(value) > self.limits.max_string_chars:
-            self.error(Code.VALUE_TOO_LARGE, field,
-                       f"string is {len(value)} characters (limit {self.limits.max_string_chars})")
+            self.error(
+                Code.VALUE_TOO_LARGE,
+                field,
+                f"string is {len(value)} characters (limit {self.limits.max_string_chars})",
+            )
         else:
             self.template(field, value)
 
@@ -356,8 +446,11 @@ class _Checker:
             else:
                 refs.append(ConfigReference(part.root, field, str(part), False))
         if unclosed:
-            self.error(Code.INVALID_TEMPLATE, field,
-                       f"unclosed '{{{{' in {_quote(value)!r} (a template is {{{{ name.path }}}})")
+            self.error(
+                Code.INVALID_TEMPLATE,
+                field,
+                f"unclosed '{{{{' in {_quote(value)!r} (a template is {{{{ name.path }}}})",
+            )
 
 
 _TYPE_CHECKS: dict[str, Callable[[_Checker], None]] = {

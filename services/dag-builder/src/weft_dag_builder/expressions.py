@@ -8,7 +8,6 @@ some value and name no node. ``$$.x`` always starts at the root, so ``x`` counts
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -27,40 +26,35 @@ class ExpressionError(ValueError):
         self.position = position
 
 
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    roots: tuple[str, ...] = ()
-    error: ExpressionError | None = None
-
-
 def analyze_expression(source: str) -> tuple[str, ...]:
     """Root names an expression reads, sorted; raises ExpressionError with the parser's position."""
     outcome = _analyze(source)
-    if outcome.error is not None:
-        raise outcome.error
-    return outcome.roots
+    if isinstance(outcome, ExpressionError):
+        raise outcome
+    return outcome
 
 
 @lru_cache(maxsize=16384)
-def _analyze(source: str) -> _Outcome:
+def _analyze(source: str) -> tuple[str, ...] | ExpressionError:
+    """The sorted root names, or the error (cached either way)."""
     if not source.strip():
-        return _Outcome(error=ExpressionError("empty expression"))
+        return ExpressionError("empty expression")
     quick = subset_root_names(source)
     if quick is not None:
-        return _Outcome(roots=tuple(sorted(quick)))
+        return tuple(sorted(quick))
     try:
         ast = parser.Parser().parse(source)
     except jexception.JException as exc:
-        return _Outcome(error=ExpressionError(_describe(exc), exc.location))
+        return ExpressionError(_describe(exc), exc.location)
     except RecursionError:
-        return _Outcome(error=ExpressionError("expression is nested too deeply"))
+        return ExpressionError("expression is nested too deeply")
     except Exception as exc:  # the parser is a port; any internal error means "cannot parse"
-        return _Outcome(error=ExpressionError(f"cannot parse expression ({type(exc).__name__})"))
+        return ExpressionError(f"cannot parse expression ({type(exc).__name__})")
     errors = getattr(ast, "errors", None)
     if errors:
         first = errors[0]
-        return _Outcome(error=ExpressionError(_describe(first), getattr(first, "location", None)))
-    return _Outcome(roots=tuple(sorted(root_names(ast))))
+        return ExpressionError(_describe(first), getattr(first, "location", None))
+    return tuple(sorted(root_names(ast)))
 
 
 def _describe(exc: BaseException) -> str:
@@ -70,8 +64,18 @@ def _describe(exc: BaseException) -> str:
 
 
 # Attributes whose sub-expressions are evaluated in the same context as the node itself.
-_SAME_CONTEXT = ("lhs", "rhs", "expression", "expressions", "condition", "then", "_else",
-                 "arguments", "procedure", "body")
+_SAME_CONTEXT = (
+    "lhs",
+    "rhs",
+    "expression",
+    "expressions",
+    "condition",
+    "then",
+    "_else",
+    "arguments",
+    "procedure",
+    "body",
+)
 # Attributes evaluated against some relative value (a path step's items): never root names.
 _RELATIVE = ("stages", "predicate", "pattern", "update", "delete")
 
@@ -94,8 +98,11 @@ def root_names(ast: Any) -> set[str]:
             steps = node.steps or []
             if steps:
                 first = steps[0]
-                if first.type == "variable" and len(steps) > 1 and steps[1].type == "name" and (
-                    first.value == "$" or (first.value == "" and at_root)
+                if (
+                    first.type == "variable"
+                    and len(steps) > 1
+                    and steps[1].type == "name"
+                    and (first.value == "$" or (first.value == "" and at_root))
                 ):
                     found.add(str(steps[1].value))  # $$.x (or $.x at the root)
                 stack.append((first, at_root))
