@@ -12,15 +12,18 @@ step). Events are published to the bus after the transaction commits.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import and_, case, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from weft_common import jsonutil
-from weft_common.errors import Conflict, NotFound
+from weft_common.errors import Conflict, InvalidArgument, NotFound, Unavailable, WeftError
 
 from .children import (
     Cascade,
@@ -31,7 +34,8 @@ from .children import (
     wake_parent,
 )
 from .clock import utcnow
-from .commits_pg import FAST_COMMIT_SQL, fast_commit_args
+from .commits_pg import FAST_COMMIT_BATCH_SQL, FAST_COMMIT_SQL, fast_commit_args
+from .database import is_transient_error
 from .domain import (
     TERMINAL_STATUSES,
     CommitRequest,
@@ -56,7 +60,9 @@ from .store import (
     StateStore,
 )
 
-__all__ = ["commit_step"]
+__all__ = ["commit_step", "commit_steps"]
+
+log = logging.getLogger("weft.state.commits")
 
 
 def _json_or_empty(value: Any) -> str:
@@ -94,8 +100,12 @@ def _dedupe_logs(logs: tuple[NodeLogRow, ...]) -> tuple[NodeLogRow, ...]:
     return tuple(merged.values())
 
 
+def _deduped(req: CommitRequest) -> CommitRequest:
+    return replace(req, steps=_dedupe_steps(req.steps), node_logs=_dedupe_logs(req.node_logs))
+
+
 async def commit_step(store: StateStore, req: CommitRequest) -> CommitResult:
-    req = replace(req, steps=_dedupe_steps(req.steps), node_logs=_dedupe_logs(req.node_logs))
+    req = _deduped(req)
     now = utcnow()
     if store.db.pg_pool is not None:
         done = await _commit_fast(store, req, now)
@@ -124,6 +134,96 @@ async def _commit_fast(store: StateStore, req: CommitRequest, now: datetime) -> 
     ]
     _after_commit(store, req, events)
     return CommitResult(version=row["version"], last_seq=row["last_seq"])
+
+
+async def commit_steps(
+    store: StateStore, reqs: Sequence[CommitRequest]
+) -> list[CommitResult | WeftError]:
+    """``CommitSteps``: the commits of several executions (at most one each), each answered on
+    its own — its result, or the error ``commit_step`` would raise (a stale item is refused
+    without failing the others).
+
+    On PostgreSQL the items that fit the fast path go together: the one-statement commit once
+    per item, pipelined in one round trip and ONE transaction (one WAL flush for the group),
+    rows locked in execution-id order. Nothing is answered before that transaction committed.
+    Items the fast path leaves (pauses, a refused guard) and, if the group transaction fails
+    (a deadlock, any error the server reports: nothing of it was written), every item take
+    the single-commit paths, one transaction each. A lost connection during the group commit
+    is ambiguous (it may have committed): the whole call fails UNAVAILABLE, and each writer's
+    retry finds out (the same rule as a retried ``CommitStep``).
+    """
+    reqs = [_deduped(r) for r in reqs]
+    if len({r.lease.execution_id for r in reqs}) != len(reqs):
+        raise InvalidArgument("CommitSteps: at most one commit per execution")
+    out: list[CommitResult | WeftError | None] = [None] * len(reqs)
+    general = [False] * len(reqs)  # the fast path refused it: only the general path remains
+    if store.db.pg_pool is not None and reqs:
+        await _commit_fast_group(store, reqs, out, general)
+    for i, req in enumerate(reqs):
+        if out[i] is not None:
+            continue
+        try:
+            if general[i]:
+                out[i] = await _commit_general(store, req, utcnow())
+            else:
+                out[i] = await commit_step(store, req)
+        except WeftError as exc:
+            out[i] = exc
+        except Exception as exc:
+            if is_transient_error(exc):
+                out[i] = Unavailable(f"database unavailable: {exc}")
+            else:
+                log.exception("commit of execution %s failed", req.lease.execution_id)
+                out[i] = WeftError(f"commit failed: {exc}")
+    return [r for r in out if r is not None]
+
+
+async def _commit_fast_group(
+    store: StateStore,
+    reqs: list[CommitRequest],
+    out: list[CommitResult | WeftError | None],
+    general: list[bool],
+) -> None:
+    now = utcnow()
+    items: list[tuple[int, CommitRequest, list[str], list[Any]]] = []
+    for i, req in enumerate(reqs):
+        tails = [event_tail(req.lease.execution_id, d, now) for d in req.events]
+        args = fast_commit_args(req, tails, now)
+        if args is None:
+            general[i] = True
+        else:
+            items.append((i, req, tails, args))
+    if not items:
+        return
+    # One lock order for every group: two groups (or a group and a multi-row update elsewhere)
+    # never wait on each other crosswise.
+    items.sort(key=lambda item: item[1].lease.execution_id)
+    assert store.db.pg_pool is not None
+    try:
+        async with store.db.pg_pool.acquire() as conn:
+            rows = await conn.fetchmany(FAST_COMMIT_BATCH_SQL, [item[3] for item in items])
+    except asyncpg.PostgresError as exc:
+        if isinstance(exc, asyncpg.PostgresConnectionError):
+            raise
+        # The server refused the group (a deadlock, ...): its transaction rolled back, so
+        # every item is still to do, one by one.
+        log.info(
+            "group commit of %d items refused (%s); committing them one by one", len(items), exc
+        )
+        return
+    for (i, req, tails, _), row in zip(items, rows, strict=True):
+        if row["version"] is None:
+            general[i] = True  # the general path says why, or handles the open pauses
+            continue
+        first = row["last_seq"] - len(tails) + 1
+        events = [
+            StoredEvent(
+                req.lease.execution_id, first + k, d.type, d.node_id, with_seq(first + k, tail)
+            )
+            for k, (d, tail) in enumerate(zip(req.events, tails, strict=True))
+        ]
+        _after_commit(store, req, events)
+        out[i] = CommitResult(version=row["version"], last_seq=row["last_seq"])
 
 
 def _after_commit(store: StateStore, req: CommitRequest, events: list[StoredEvent]) -> None:

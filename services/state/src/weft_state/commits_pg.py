@@ -21,7 +21,7 @@ from weft_common import jsonutil
 
 from .domain import TERMINAL_STATUSES, CommitRequest, scope_key, scope_to_json
 
-__all__ = ["FAST_COMMIT_SQL", "fast_commit_args"]
+__all__ = ["FAST_COMMIT_BATCH_SQL", "FAST_COMMIT_SQL", "fast_commit_args"]
 
 FAST_COMMIT_SQL = """
 WITH head AS (
@@ -96,6 +96,15 @@ WITH head AS (
 )
 SELECT version, last_seq FROM head
 """
+
+# The same statement for ``CommitSteps`` (run once per item with ``fetchmany``: one pipelined
+# round trip and one implicit transaction for the whole group). It always answers exactly one
+# row, NULLs when the guard refused the item, so the answers line up with the items.
+FAST_COMMIT_BATCH_SQL = FAST_COMMIT_SQL.replace(
+    "SELECT version, last_seq FROM head\n",
+    "SELECT (SELECT version FROM head) AS version, (SELECT last_seq FROM head) AS last_seq\n",
+)
+assert FAST_COMMIT_BATCH_SQL != FAST_COMMIT_SQL
 
 
 def _json_or_empty(value: Any) -> str:
