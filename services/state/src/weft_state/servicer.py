@@ -18,12 +18,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from weft.state.v1 import state_pb2, state_pb2_grpc
 from weft.workflow.v1 import workflow_pb2
 from weft_common import jsonutil
-from weft_common.errors import InvalidArgument, Unavailable
+from weft_common.errors import InvalidArgument, Unavailable, WeftError
 
 from . import commits, executions, leases, resumes, stream, workflows
 from .database import is_transient_error
 from .domain import (
     CommitRequest,
+    CommitResult,
     ControlChange,
     CreateExecution,
     EventIn,
@@ -31,6 +32,7 @@ from .domain import (
     ExecutionStatus,
     LeaseGrant,
     LeaseRef,
+    LoadedExecution,
     NodeLogRow,
     PausedNode,
     Scope,
@@ -328,6 +330,56 @@ def _control(msg: state_pb2.ControlState) -> ControlChange:
     )
 
 
+def _loaded_pb(loaded: LoadedExecution) -> state_pb2.LoadExecutionResponse:
+    return state_pb2.LoadExecutionResponse(
+        execution=_execution_pb(loaded.execution),
+        dag=_dag_pb(loaded.dag),
+        steps=[_step_pb(s) for s in loaded.steps],
+        variables_json=loaded.variables_json,
+        resumes=[
+            state_pb2.ResumeRequest(
+                resume_id=r.resume_id,
+                node_id=r.node_id,
+                scope=_scope_pb(r.scope),
+                input_json=r.input_json,
+                enqueued_at=_ts(r.enqueued_at),
+            )
+            for r in loaded.resumes
+        ],
+        version=loaded.version,
+        cancel_requested=loaded.cancel_requested,
+        depth=loaded.depth,
+        trace_context=loaded.trace_context,
+    )
+
+
+def _commit_request(msg: state_pb2.CommitStepRequest) -> CommitRequest:
+    return CommitRequest(
+        lease=_lease_ref(msg.lease),
+        expected_version=msg.expected_version,
+        steps=tuple(_step(s) for s in msg.steps),
+        node_logs=tuple(_node_log(n) for n in msg.node_logs),
+        events=tuple(_event_in(e) for e in msg.events),
+        control=_control(msg.control),
+    )
+
+
+def _outcome_error(exc: WeftError) -> state_pb2.CommitStepOutcome:
+    return state_pb2.CommitStepOutcome(
+        code=exc.status.value[0],
+        message=exc.message,
+        details_json=jsonutil.dumps(exc.details) if exc.details else "",
+    )
+
+
+def _outcome(result: CommitResult | WeftError) -> state_pb2.CommitStepOutcome:
+    if isinstance(result, WeftError):
+        return _outcome_error(result)
+    return state_pb2.CommitStepOutcome(
+        response=state_pb2.CommitStepResponse(version=result.version, last_seq=result.last_seq)
+    )
+
+
 # --- the service ----------------------------------------------------------------------------
 
 
@@ -424,10 +476,20 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
                 trace_context=request.trace_context,
             ),
         )
+        loaded = None
+        if request.load and created.lease is not None:
+            # The worker that asked would call LoadExecution next: answer it now.
+            lease = created.lease
+            loaded = _loaded_pb(
+                await leases.load_execution(
+                    self.store, LeaseRef(lease.execution_id, lease.token, lease.worker_id)
+                )
+            )
         return state_pb2.CreateExecutionResponse(
             execution_id=created.execution_id,
             existing=created.existing,
             lease=_lease_pb(created.lease) if created.lease else None,
+            loaded=loaded,
         )
 
     async def GetExecution(
@@ -489,42 +551,29 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
         self, request: state_pb2.LoadExecutionRequest, context: Ctx
     ) -> state_pb2.LoadExecutionResponse:
         loaded = await leases.load_execution(self.store, _lease_ref(request.lease))
-        return state_pb2.LoadExecutionResponse(
-            execution=_execution_pb(loaded.execution),
-            dag=_dag_pb(loaded.dag),
-            steps=[_step_pb(s) for s in loaded.steps],
-            variables_json=loaded.variables_json,
-            resumes=[
-                state_pb2.ResumeRequest(
-                    resume_id=r.resume_id,
-                    node_id=r.node_id,
-                    scope=_scope_pb(r.scope),
-                    input_json=r.input_json,
-                    enqueued_at=_ts(r.enqueued_at),
-                )
-                for r in loaded.resumes
-            ],
-            version=loaded.version,
-            cancel_requested=loaded.cancel_requested,
-            depth=loaded.depth,
-            trace_context=loaded.trace_context,
-        )
+        return _loaded_pb(loaded)
 
     async def CommitStep(
         self, request: state_pb2.CommitStepRequest, context: Ctx
     ) -> state_pb2.CommitStepResponse:
-        result = await commits.commit_step(
-            self.store,
-            CommitRequest(
-                lease=_lease_ref(request.lease),
-                expected_version=request.expected_version,
-                steps=tuple(_step(s) for s in request.steps),
-                node_logs=tuple(_node_log(n) for n in request.node_logs),
-                events=tuple(_event_in(e) for e in request.events),
-                control=_control(request.control),
-            ),
-        )
+        result = await commits.commit_step(self.store, _commit_request(request))
         return state_pb2.CommitStepResponse(version=result.version, last_seq=result.last_seq)
+
+    async def CommitSteps(
+        self, request: state_pb2.CommitStepsRequest, context: Ctx
+    ) -> state_pb2.CommitStepsResponse:
+        outcomes: list[state_pb2.CommitStepOutcome | None] = []
+        reqs: list[CommitRequest] = []
+        for item in request.commits:
+            try:
+                reqs.append(_commit_request(item))
+                outcomes.append(None)
+            except WeftError as exc:  # a malformed item fails alone
+                outcomes.append(_outcome_error(exc))
+        results = iter(await commits.commit_steps(self.store, reqs))
+        return state_pb2.CommitStepsResponse(
+            outcomes=[o if o is not None else _outcome(next(results)) for o in outcomes]
+        )
 
     async def StreamEvents(
         self, request: state_pb2.StreamEventsRequest, context: Ctx
