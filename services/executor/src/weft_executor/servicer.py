@@ -52,6 +52,7 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
         reserved = self.worker.try_reserve()
         if reserved:
             create.claim_worker_id = self.worker.worker_id
+            create.load = True  # what LoadExecution would say, in the same round trip
         try:
             response = await self.clients.state.create_execution(create)
         except BaseException:
@@ -62,7 +63,8 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
             remember_start_context(response.execution_id)  # its first run joins this trace
         if reserved:
             if response.HasField("lease") and response.lease.token:
-                self.worker.run_leased(response.lease, reserved=True)
+                loaded = response.loaded if response.HasField("loaded") else None
+                self.worker.run_leased(response.lease, reserved=True, loaded=loaded)
             else:
                 self.worker.unreserve()
         return executor_pb2.StartExecutionResponse(

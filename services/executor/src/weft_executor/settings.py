@@ -31,5 +31,8 @@ class ExecutorSettings(CommonSettings):
     claim_poll_ms: int = 250
     # Events not tied to a step (node:started, stream:chunk) are flushed at least this often.
     event_flush_ms: int = 20
+    # Cross-execution group commit: commit RPCs a worker keeps in flight; the commits that come
+    # meanwhile wait and go together in one CommitSteps call (one transaction).
+    commit_max_in_flight: int = 2
     # Sub-workflows nest at most this deep.
     max_subworkflow_depth: int = 16

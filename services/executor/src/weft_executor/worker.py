@@ -4,8 +4,9 @@ Life of one execution on a worker:
 
 1. A lease arrives, from the claim loop (``ClaimExecutions`` long poll) or from ``StartExecution``
    (created already leased to this worker, so it runs without waiting for a poll).
-2. ``LoadExecution`` gives the DAG, the committed steps, the variables, the queued resumes and the
-   commit version; the engine replays the steps and carries on from there.
+2. ``LoadExecution`` (for a start, ``CreateExecution`` answers the same at once) gives the DAG,
+   the committed steps, the variables, the queued resumes and the commit version; the engine
+   replays the steps and carries on from there.
 3. Every step is committed through a ``StateExecutionStore`` under the lease. The commit that
    pauses or ends the execution also releases the lease.
 4. The heartbeat (``RenewLeases`` every ``heartbeat_ms``) keeps the leases alive and learns which
@@ -38,7 +39,7 @@ from .convert import resume_from_proto, scope_from_proto, step_from_proto
 from .engine import Engine, Resume, RunHandle
 from .records import scope_key
 from .settings import ExecutorSettings
-from .state_store import StateExecutionStore
+from .state_store import CommitGroup, StateExecutionStore
 from .tracing import begin_execution_run, end_execution_run, stored_traceparent_json
 
 __all__ = ["Worker", "default_worker_id"]
@@ -74,6 +75,8 @@ class _Running:
     refreshing: bool = False
     # Resumes and cancels that arrive while the execution is still loading.
     pending_resumes: list[Resume] = field(default_factory=list)
+    # What LoadExecution would answer, when the lease came with it (CreateExecution.load).
+    loaded: state_pb2.LoadExecutionResponse | None = None
 
 
 class Worker:
@@ -98,6 +101,8 @@ class Worker:
         self._tasks: list[asyncio.Task[None]] = []
         self._aux: set[asyncio.Task[None]] = set()
         self._last_renewed = time.monotonic()
+        # Cross-execution group commit: the commits of all executions on this worker.
+        self.commits = CommitGroup(state.stub, max_in_flight=settings.commit_max_in_flight)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -159,8 +164,15 @@ class Worker:
 
     # -- running executions ----------------------------------------------------------------------
 
-    def run_leased(self, lease: state_pb2.Lease, *, reserved: bool = False) -> None:
-        """Run an execution this worker now holds the lease of."""
+    def run_leased(
+        self,
+        lease: state_pb2.Lease,
+        *,
+        reserved: bool = False,
+        loaded: state_pb2.LoadExecutionResponse | None = None,
+    ) -> None:
+        """Run an execution this worker now holds the lease of (``loaded``: what LoadExecution
+        would answer for this lease, when the caller already has it)."""
         if reserved:
             self._reserved -= 1
         current = self._running.get(lease.execution_id)
@@ -171,7 +183,7 @@ class Worker:
             # lease expired (this worker stalled), so it must stop without writing.
             self._lose(current, "lease superseded by a newer claim")
         log.debug("execution %s: leased to %s", lease.execution_id, self.worker_id)
-        run = _Running(execution_id=lease.execution_id, lease=lease)
+        run = _Running(execution_id=lease.execution_id, lease=lease, loaded=loaded)
         self._running[lease.execution_id] = run
         run.task = asyncio.create_task(self._run(run), name=f"weft-exec-{lease.execution_id}")
 
@@ -190,11 +202,14 @@ class Worker:
 
     async def _run_inner(self, run: _Running) -> None:
         t0 = time.perf_counter()
-        try:
-            loaded = await self.state.load(run.lease)
-        except (NotFound, FailedPrecondition, Conflict) as exc:
-            log.info("execution %s: not loadable (%s)", run.execution_id, exc)
-            return
+        loaded = run.loaded
+        run.loaded = None
+        if loaded is None:
+            try:
+                loaded = await self.state.load(run.lease)
+            except (NotFound, FailedPrecondition, Conflict) as exc:
+                log.info("execution %s: not loadable (%s)", run.execution_id, exc)
+                return
         execution = loaded.execution
         if execution.status in _TERMINAL:
             await self._release(run)
@@ -204,6 +219,7 @@ class Worker:
             lease=run.lease,
             version=loaded.version,
             retry_budget_s=self.settings.lease_ms / 1000,
+            group=self.commits,
         )
         run.store = store
         continuing = execution.last_seq > 0
@@ -212,13 +228,19 @@ class Worker:
             return
         log.debug(
             "execution %s: loaded in %.1f ms (%d steps, %d resumes, %d open runs)",
-            run.execution_id, (time.perf_counter() - t0) * 1000, len(loaded.steps),
-            len(loaded.resumes), len(open_runs),
+            run.execution_id,
+            (time.perf_counter() - t0) * 1000,
+            len(loaded.steps),
+            len(loaded.resumes),
+            len(open_runs),
         )
         resumes = [resume_from_proto(r) for r in loaded.resumes]
         begin_execution_run(  # ended in _run: node runs and commits nest under this run's span
-            execution.execution_id, loaded.dag.workflow_id, first_run=not continuing,
+            execution.execution_id,
+            loaded.dag.workflow_id,
+            first_run=not continuing,
             stored_traceparent=stored_traceparent_json(loaded.steps),
+            trace_context=loaded.trace_context,  # the creator's: a first run continues it
         )
         run.delivered.update(r.resume_id for r in loaded.resumes)
         handle = self.engine.start(
@@ -436,4 +458,3 @@ class Worker:
             run.refreshing = False
         for msg in loaded.resumes:
             self.deliver_resume(run.execution_id, resume_from_proto(msg))
-
