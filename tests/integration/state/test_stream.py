@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -13,12 +15,12 @@ from integration.executor.tcp_proxy import TcpProxy
 from state_support import Driver, ev, state_settings
 
 from weft_common import jsonutil
-from weft_common.errors import NotFound
-from weft_state.domain import ExecutionStatus, StoredEvent
-from weft_state.events import RedisBus
+from weft_common.errors import InvalidArgument, NotFound
+from weft_state.domain import EventIn, ExecutionStatus, StoredEvent
+from weft_state.events import LiveEvent, RedisBus
 from weft_state.server import build_store
 from weft_state.store import StateStore
-from weft_state.stream import stream_events
+from weft_state.stream import publish_live, stream_events
 
 
 async def collect(store: StateStore, eid: str, after: int = 0, **kw: object) -> list[StoredEvent]:
@@ -26,8 +28,12 @@ async def collect(store: StateStore, eid: str, after: int = 0, **kw: object) -> 
 
 
 async def finish(driver: Driver, lease: object, version: int) -> None:
-    await driver.commit(lease, version, events=[ev("execution:completed")],  # type: ignore[arg-type]
-                        status=ExecutionStatus.SUCCEEDED)
+    await driver.commit(
+        lease,
+        version,
+        events=[ev("execution:completed")],  # type: ignore[arg-type]
+        status=ExecutionStatus.SUCCEEDED,
+    )
 
 
 async def test_replay_then_tail_across_the_seam(driver: Driver) -> None:
@@ -39,7 +45,9 @@ async def test_replay_then_tail_across_the_seam(driver: Driver) -> None:
 
     async def write() -> None:
         for i in range(commits):
-            await driver.commit(lease, i + 1, events=[ev("node:started", f"n{i}"), ev("node:completed", f"n{i}")])
+            await driver.commit(
+                lease, i + 1, events=[ev("node:started", f"n{i}"), ev("node:completed", f"n{i}")]
+            )
             if i % 7 == 0:
                 await asyncio.sleep(0.005)
         await finish(driver, lease, commits + 1)
@@ -50,7 +58,10 @@ async def test_replay_then_tail_across_the_seam(driver: Driver) -> None:
 
     writer = asyncio.create_task(write())
     results = await asyncio.wait_for(
-        asyncio.gather(*(late_subscriber(d) for d in (0, 0.01, 0.03, 0.08, 0.2)), late_subscriber(0.05, after=5)),
+        asyncio.gather(
+            *(late_subscriber(d) for d in (0, 0.01, 0.03, 0.08, 0.2)),
+            late_subscriber(0.05, after=5),
+        ),
         60,
     )
     await writer
@@ -107,7 +118,11 @@ async def test_dead_redis_loses_no_event(backend: Backend) -> None:
     """Two replicas whose Redis is unreachable: the subscriber on one still gets every event the
     other commits (by polling the database). On SQLite: two stores with in-process buses, which
     share nothing but the file."""
-    dead = dataclasses.replace(backend, redis_url="redis://127.0.0.1:1/0") if backend.redis_url else backend
+    dead = (
+        dataclasses.replace(backend, redis_url="redis://127.0.0.1:1/0")
+        if backend.redis_url
+        else backend
+    )
     reader = await _second_store(dead, stream_poll_ms=100)
     writer = await _second_store(dead)
     try:
@@ -207,12 +222,16 @@ async def _until(predicate: Any, what: str, limit_s: float = 15) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_redis_stopping_mid_run_loses_nothing_and_reconnects(postgres_backend: Backend) -> None:
+async def test_redis_stopping_mid_run_loses_nothing_and_reconnects(
+    postgres_backend: Backend,
+) -> None:
     """Redis goes away in the middle of an execution (both replicas reach it through a proxy
     that the test cuts) and comes back: the stream on the other replica gets every event, and
     both buses reconnect."""
     with TcpProxy("127.0.0.1", 6379) as proxy:
-        via_proxy = dataclasses.replace(postgres_backend, redis_url=f"redis://127.0.0.1:{proxy.port}/0")
+        via_proxy = dataclasses.replace(
+            postgres_backend, redis_url=f"redis://127.0.0.1:{proxy.port}/0"
+        )
         reader = await _second_store(via_proxy, stream_poll_ms=200)
         writer = await _second_store(via_proxy)
         try:
@@ -229,7 +248,11 @@ async def test_redis_stopping_mid_run_loses_nothing_and_reconnects(postgres_back
             async def burst(n: int) -> None:
                 nonlocal version
                 for _ in range(n):
-                    version = (await wdriver.commit(lease, version, events=[ev("node:completed", f"n{version}")])).version
+                    version = (
+                        await wdriver.commit(
+                            lease, version, events=[ev("node:completed", f"n{version}")]
+                        )
+                    ).version
                     await asyncio.sleep(0.01)
 
             await burst(10)
@@ -247,3 +270,124 @@ async def test_redis_stopping_mid_run_loses_nothing_and_reconnects(postgres_back
             for s in (reader, writer):
                 await s.bus.close()
                 await s.db.close()
+
+
+# --- the live lane: stream:chunk events handed over before their commit ---------------------------
+
+_T0 = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+
+
+def chunk(text: str, node: str = "chat") -> EventIn:
+    # Drafts carry their timestamp (as the executor's do), so the live and committed JSON match.
+    return EventIn(
+        type="stream:chunk",
+        node_id=node,
+        timestamp=_T0,
+        payload_json=jsonutil.dumps({"content": text, "nodeType": "llm"}),
+    )
+
+
+async def _next(it: AsyncIterator[StoredEvent]) -> StoredEvent:
+    return await asyncio.wait_for(anext(it), 5)
+
+
+async def test_live_events_come_before_their_commit_and_the_commit_is_not_repeated(
+    driver: Driver,
+) -> None:
+    eid, lease = await driver.create()
+    assert lease
+    await driver.start(lease)  # seq 1
+    await driver.commit(lease, 1, events=[ev("node:started", "chat")])  # seq 2
+    it = stream_events(driver.store, eid).__aiter__()
+    assert [(await _next(it)).seq for _ in range(2)] == [1, 2]
+    # The stream is tailing: a live event that is the next seq goes out at once...
+    publish_live(driver.store, eid, [(3, chunk("a")), (4, chunk("b"))])
+    got = [await _next(it), await _next(it)]
+    assert [(e.seq, jsonutil.loads(e.payload_json)["content"]) for e in got] == [(3, "a"), (4, "b")]
+    assert isinstance(got[0], LiveEvent)
+    assert [e.seq for e in await driver.events(eid)] == [1, 2]  # not committed yet
+    # ...and its commit, which stores the same events with those seqs, is not delivered again.
+    await driver.commit(lease, 2, events=[chunk("a"), chunk("b"), ev("node:completed", "chat")])
+    await finish(driver, lease, 3)
+    rest = [e async for e in it]
+    assert [e.seq for e in rest] == [5, 6]
+    stored = {e.seq: e.payload_json for e in await driver.events(eid)}
+    assert [e.payload_json for e in got] == [stored[3], stored[4]]  # byte for byte
+
+
+async def test_a_live_event_ahead_of_the_log_waits_for_its_predecessors(driver: Driver) -> None:
+    eid, lease = await driver.create()
+    assert lease
+    await driver.start(lease)
+    it = stream_events(driver.store, eid).__aiter__()
+    assert (await _next(it)).seq == 1
+    # Seq 3 goes out live while seq 2 (a node:started) is not committed: it waits.
+    publish_live(driver.store, eid, [(3, chunk("x"))])
+    pending = asyncio.ensure_future(_next(it))
+    await asyncio.sleep(0.2)
+    assert not pending.done()
+    await driver.commit(lease, 1, events=[ev("node:started", "chat"), chunk("x")])
+    first = await pending
+    second = await _next(it)
+    assert [(first.seq, first.type), (second.seq, second.type)] == [
+        (2, "node:started"),
+        (3, "stream:chunk"),
+    ]
+    await finish(driver, lease, 2)
+    assert [e.seq for e in [e async for e in it]] == [4]
+
+
+async def test_a_reconnect_after_an_uncommitted_live_event_continues_after_it(
+    driver: Driver,
+) -> None:
+    """A client that saw seq 3 live (not committed) reconnects with after_seq=3: it gets 4 on,
+    once 4 is live or committed, and never 3 again."""
+    eid, lease = await driver.create()
+    assert lease
+    await driver.start(lease)
+    await driver.commit(lease, 1, events=[ev("node:started", "chat")])
+    stream = asyncio.create_task(collect(driver.store, eid, after=3))
+    await asyncio.sleep(0.1)
+    publish_live(driver.store, eid, [(3, chunk("a")), (4, chunk("b"))])
+    await driver.commit(lease, 2, events=[chunk("a"), chunk("b"), chunk("c")])
+    await finish(driver, lease, 3)
+    got = await asyncio.wait_for(stream, 10)
+    assert [e.seq for e in got] == [4, 5, 6]
+
+
+async def test_only_chunks_with_a_seq_can_go_live(driver: Driver) -> None:
+    eid, _ = await driver.create()
+    with pytest.raises(InvalidArgument):
+        publish_live(driver.store, eid, [(2, ev("execution:completed"))])
+    with pytest.raises(InvalidArgument):
+        publish_live(driver.store, eid, [(0, chunk("a"))])
+
+
+async def test_live_events_cross_replicas_through_redis(postgres_backend: Backend) -> None:
+    """A chunk handed to one replica reaches a stream on another through Redis before it is
+    committed (the reader's database poll is a minute away)."""
+    reader = await _second_store(postgres_backend, stream_poll_ms=60_000)
+    writer = await _second_store(postgres_backend)
+    try:
+        for _ in range(100):
+            if reader.bus.connected and writer.bus.connected:  # type: ignore[attr-defined]
+                break
+            await asyncio.sleep(0.05)
+        wdriver = Driver(writer)
+        eid, lease = await wdriver.create()
+        assert lease
+        await wdriver.start(lease)
+        it = stream_events(reader, eid).__aiter__()
+        assert (await _next(it)).seq == 1
+        await asyncio.sleep(0.2)  # the reader's SUBSCRIBE has reached Redis
+        publish_live(writer, eid, [(2, chunk("hello"))])
+        live = await _next(it)
+        assert isinstance(live, LiveEvent) and live.seq == 2
+        assert [e.seq for e in await wdriver.events(eid)] == [1]
+        await wdriver.commit(lease, 1, events=[chunk("hello")])
+        await finish(wdriver, lease, 2)
+        assert [e.seq for e in [e async for e in it]] == [3]
+    finally:
+        for s in (reader, writer):
+            await s.bus.close()
+            await s.db.close()
