@@ -59,28 +59,46 @@ def resolve_references(
         reported.add(key)
         node = nodes[q_reader]
         shown = ref.text if len(ref.text) <= 120 else ref.text[:120] + "…"
-        sink.add(code, f"node {node.id!r}: {ref.field}: {shown!r} {why}", node_id=node.id,
-                 field=ref.field)
+        sink.add(
+            code,
+            f"node {node.id!r}: {ref.field}: {shown!r} {why}",
+            node_id=node.id,
+            field=ref.field,
+        )
 
+    index, placed, parent = s.index, s.placed, s.parent
     for v, node_refs in refs.items():
         for ref in node_refs:
             root = ref.root
             if root in BUILTIN_ROOTS:
                 if root in _SCOPED and s.placed[v] and not _in_scope(defn, s, v, root, ref):
-                    report(v, ref, Code.REFERENCE_OUT_OF_SCOPE,
-                           f"reads {root!r}, but {nodes[v].id!r} is not inside a {root} container "
-                           f"({root}.* names the innermost enclosing {root})")
+                    report(
+                        v,
+                        ref,
+                        Code.REFERENCE_OUT_OF_SCOPE,
+                        f"reads {root!r}, but {nodes[v].id!r} is not inside a {root} container "
+                        f"({root}.* names the innermost enclosing {root})",
+                    )
                 continue
-            u = s.index.get(root, -1)
+            u = index.get(root, -1)
             if u == -1:
-                report(v, ref, Code.UNKNOWN_REFERENCE, f"reads {root!r}, which is not a node of this workflow")
+                report(
+                    v,
+                    ref,
+                    Code.UNKNOWN_REFERENCE,
+                    f"reads {root!r}, which is not a node of this workflow",
+                )
                 continue
             if u != v:  # a loop's condition reading its own index is no output dependency
                 reads.setdefault(v, set()).add(u)
-            if not s.placed[u] or not s.placed[v]:
+            if not placed[u] or not placed[v]:
                 continue  # a misplaced node is already reported; its ancestry is unknown
-            if ref.expression and nodes[v].type == "loop" and ref.field == "config.condition" \
-                    and _encloses(s, v, u, include_self=True):
+            if (
+                ref.expression
+                and nodes[v].type == "loop"
+                and ref.field == "config.condition"
+                and _encloses(s, v, u, include_self=True)
+            ):
                 continue
             via = v
             verdict = ""
@@ -89,18 +107,20 @@ def resolve_references(
                     if via == v:
                         verdict = "reads the node's own output"
                     break  # an enclosing container: readable
-                if s.parent[via] == s.parent[u]:
+                if parent[via] == parent[u]:
                     asked = queries.get((v, u))
                     if asked is None:
                         queries[(v, u)] = asked = _Query(v, u, via, [])
-                        pending[s.parent[u]].append(asked)
+                        pending[parent[u]].append(asked)
                     asked.refs.append(ref)
                     break
-                via = s.parent[via]
+                via = parent[via]
                 if via == TOP:
-                    verdict = (f"reads {root!r}, which is inside container {nodes[s.parent[u]].id!r}; "
-                               f"only nodes in that container can read it (downstream, read "
-                               f"{{{{{nodes[s.parent[u]].id}.results}}}})")
+                    verdict = (
+                        f"reads {root!r}, which is inside container {nodes[s.parent[u]].id!r}; "
+                        f"only nodes in that container can read it (downstream, read "
+                        f"{{{{{nodes[s.parent[u]].id}.results}}}})"
+                    )
                     break
             if verdict:
                 report(v, ref, Code.REFERENCE_NOT_ANCESTOR, verdict)
@@ -111,16 +131,26 @@ def resolve_references(
                 continue
             where = "" if q.via == q.reader else f" (nor before its container {nodes[q.via].id!r})"
             for ref in q.refs:
-                report(q.reader, ref, Code.REFERENCE_NOT_ANCESTOR,
-                       f"reads {ref.root!r}, which does not run before {nodes[q.reader].id!r}{where}: "
-                       f"a node can only read nodes upstream of it")
-    return {v: tuple(sorted(us, key=lambda k: nodes[k].id)) for v, us in reads.items()}
+                report(
+                    q.reader,
+                    ref,
+                    Code.REFERENCE_NOT_ANCESTOR,
+                    f"reads {ref.root!r}, which does not run before {nodes[q.reader].id!r}{where}: "
+                    f"a node can only read nodes upstream of it",
+                )
+    ids = [node.id for node in nodes]
+    return {
+        v: tuple(us) if len(us) == 1 else tuple(sorted(us, key=ids.__getitem__))
+        for v, us in reads.items()
+    }
 
 
 _SCOPED = frozenset({"loop", "parallel"})
 
 
-def _in_scope(defn: WorkflowDefinition, s: Structure, reader: int, kind: str, ref: ConfigReference) -> bool:
+def _in_scope(
+    defn: WorkflowDefinition, s: Structure, reader: int, kind: str, ref: ConfigReference
+) -> bool:
     """``loop.*`` / ``parallel.*`` need an enclosing container of that type (a loop's own
     ``condition`` runs inside its iterations, so ``loop.*`` is fine there)."""
     nodes = defn.nodes
