@@ -19,7 +19,9 @@ from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.context import Context
+from opentelemetry.trace import NonRecordingSpan
 
 from weft_common import jsonutil
 from weft_common._telemetry_state import flags
@@ -40,6 +42,7 @@ __all__ = [
     "TRACE_STEP_KEY",
     "begin_execution_run",
     "count_finished",
+    "creation_trace_context",
     "end_execution_run",
     "record_commit",
     "remember_start_context",
@@ -141,19 +144,45 @@ def remember_start_context(execution_id: str) -> None:
         _START_CONTEXTS.popitem(last=False)
 
 
+def creation_trace_context() -> str:
+    """The ``traceparent`` to store with a new execution (``CreateExecutionRequest.trace_context``)
+    so its first run continues the creator's trace on whichever executor claims it; "" with
+    tracing off or outside a span."""
+    if not flags.tracing:
+        return ""
+    return current_traceparent()
+
+
+def _creator_context(trace_context: str) -> Context | None:
+    """The context of a stored creator ``traceparent`` (a remote parent), None when unusable."""
+    link = link_from_str(trace_context)
+    if link is None:
+        return None
+    return trace.set_span_in_context(NonRecordingSpan(link.context), Context())
+
+
 def begin_execution_run(
-    execution_id: str, workflow_id: str, *, first_run: bool, stored_traceparent: str = ""
+    execution_id: str,
+    workflow_id: str,
+    *,
+    first_run: bool,
+    stored_traceparent: str = "",
+    trace_context: str = "",
 ) -> None:
     """Open the span of one run of an execution in the current task (the worker's task for this
     execution; ended by ``end_execution_run`` in the same task). Everything the engine starts
     from this task (node runs, commits) nests under it.
 
-    A first run is a child of the ``StartExecution`` call that created the execution (when this
-    worker saw it: ``remember_start_context``), else a new trace. A continuation (after a pause,
-    a take-over) is always a new trace, linked to ``stored_traceparent``. The ambient context is
-    never used: a task spawned from another execution's run must not nest under it.
+    A first run is a child of the call that created the execution: the ``StartExecution``
+    context this worker remembered (``remember_start_context``), else ``trace_context``, the
+    creator's ``traceparent`` stored with the execution (``LoadExecutionResponse.trace_context``:
+    the execution was created through another replica), else a new trace. A continuation (after a
+    pause, a take-over) is always a new trace, linked to ``stored_traceparent``. The ambient
+    context is never used: a task spawned from another execution's run must not nest under it.
     """
     started_by = _START_CONTEXTS.pop(execution_id, None) if _START_CONTEXTS else None
+    if first_run and started_by is None and trace_context and flags.tracing:
+        started_by = _creator_context(trace_context)
     # This task's own context: replaced for good, nothing to restore.
     otel_context.attach(started_by if first_run and started_by is not None else Context())
     if first_run:
