@@ -43,6 +43,8 @@ def _quote(text: str, limit: int = 120) -> str:
 
 
 class _Checker:
+    __slots__ = ("config", "expression_fields", "limits", "node", "refs", "sink")
+
     def __init__(self, node: Node, sink: DiagnosticSink, limits: Limits) -> None:
         self.node = node
         self.sink = sink
