@@ -6,7 +6,8 @@ Paths measured (each against the same fake server, on loopback):
   engine   a start → llm → output workflow through the executor's engine and an in-memory
            store; a chunk counts as arrived when the store write holding it returns (durable)
   gateway  the whole stack over HTTP: POST /v1/executions with Accept: text/event-stream
-           (--base-url of a running gateway whose executor may call loopback)
+           (--base-url of a running gateway whose executor may call loopback); chunks reach
+           the client on the live lane, before their coalesced commit (docs/llm.md)
 
 Two measurements per path: throughput (chunks sent back to back: chunks/s, median of --runs)
 and latency (--latency-chunks paced at --latency-interval-ms, default 500 at 10 ms = 100
