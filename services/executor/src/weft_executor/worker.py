@@ -241,7 +241,6 @@ class Worker:
             first_run=not continuing,
             stored_traceparent=stored_traceparent_json(loaded.steps),
             trace_context=loaded.trace_context,  # the creator's: a first run continues it
-            trace_context=loaded.trace_context,  # the creator's: a first run continues it
         )
         run.delivered.update(r.resume_id for r in loaded.resumes)
         handle = self.engine.start(
