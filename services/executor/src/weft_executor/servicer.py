@@ -16,7 +16,7 @@ from weft_common.errors import InvalidArgument
 
 from .clients import ServiceClients
 from .convert import resume_from_proto
-from .tracing import remember_start_context
+from .tracing import creation_trace_context, remember_start_context
 from .worker import Worker
 
 __all__ = ["ExecutorServicer"]
@@ -38,6 +38,7 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
             parent_node_id=request.parent_node_id,
             depth=request.depth,
             lease_ms=self.worker.settings.lease_ms,
+            trace_context=creation_trace_context(),  # the first run continues this trace
         )
         if request.HasField("workflow") and request.workflow.nodes:
             dag = await self.clients.dag_builder.compile(request.workflow)
