@@ -340,3 +340,123 @@ async def test_resumed_execution_links_to_its_first_trace(tel: TestTelemetry, st
     # The approval node's completion is traced in the resumed run.
     approve = [s for s in spans if _attr(s, "weft.node.id") == "approve"]
     assert any(s.context.trace_id == second.context.trace_id for s in approve)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
+async def test_a_first_run_claimed_by_another_replica_continues_the_trace(
+    tel: TestTelemetry, backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replica A takes the StartExecution call but has no room, so replica B claims the new
+    execution: B's run continues the request's trace through the trace context stored with the
+    execution (CreateExecution.trace_context, returned by LoadExecution)."""
+    import weft_executor.servicer
+
+    # Both replicas live in this process: keep A's in-process memory of the caller's context
+    # (what spares the common case a lookup) from reaching B, as it could not across processes.
+    monkeypatch.setattr(weft_executor.servicer, "remember_start_context", lambda _id: None)
+    grace = {"grpc_shutdown_grace_s": 0.5}
+    services: list[Any] = []
+    try:
+        state = await serve_state(
+            StateSettings(
+                port=0,
+                database_url=backend.database_url,
+                redis_url=backend.redis_url,
+                redis_prefix=backend.redis_prefix,
+                claim_poll_ms=50,
+                **grace,
+            )
+        )
+        services.append(state)
+        dag_builder = await serve_dag_builder(DagBuilderSettings(port=0, **grace))
+        services.append(dag_builder)
+        addrs = {
+            "state_addr": f"127.0.0.1:{state.port}",
+            "dag_builder_addr": f"127.0.0.1:{dag_builder.port}",
+        }
+        common = {"lease_ms": 3000, "heartbeat_ms": 300, "claim_poll_ms": 50, **addrs, **grace}
+        replica_a = await serve_executor(
+            ExecutorSettings(port=0, max_executions_per_worker=0, **common)
+        )
+        services.append(replica_a)
+        replica_b = await serve_executor(ExecutorSettings(port=0, **common))
+        services.append(replica_b)
+        gateway = await serve_gateway(
+            GatewaySettings(
+                embedded=True,
+                http_host="127.0.0.1",
+                http_port=0,
+                api_tokens="",
+                executor_addr=f"127.0.0.1:{replica_a.port}",
+                **addrs,
+            )
+        )
+        services.append(gateway)
+        workflow = {
+            "id": "elsewhere",
+            "nodes": [
+                {"id": "start", "type": "start"},
+                {"id": "double", "type": "transform", "config": {"expression": "21 * 2"}},
+                {"id": "done", "type": "output", "config": {"value": "{{double}}"}},
+            ],
+            "edges": [
+                {"source": "start", "target": "double"},
+                {"source": "double", "target": "done"},
+            ],
+        }
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{gateway.port}", timeout=30
+        ) as client:
+            started = await client.post(
+                "/v1/executions",
+                json={"workflow": workflow, "input": {}},
+                headers={"Accept": "application/json"},
+            )
+            assert started.status_code == 202, started.text
+            execution_id = started.json()["executionId"]
+            final = await _wait_status(client, execution_id, "SUCCEEDED", "FAILED")
+        assert final["status"] == "SUCCEEDED", final
+        assert final["outputs"] == {"done": 42}
+        assert replica_a.worker.running_count == 0  # A never had room: B ran it
+    finally:
+        for service in reversed(services):
+            await service.stop()
+
+    def ran(spans: list[ReadableSpan]) -> bool:
+        return any(
+            s.name.startswith("execution ") and _attr(s, "weft.execution.id") == execution_id
+            for s in spans
+        )
+
+    spans = await _settle(tel, ran)
+    [run] = [
+        s
+        for s in spans
+        if s.name.startswith("execution ") and _attr(s, "weft.execution.id") == execution_id
+    ]
+    [start_server] = [
+        s
+        for s in spans
+        if s.name == f"{EXECUTOR}/StartExecution"
+        and s.kind is SpanKind.SERVER
+        and s.context.trace_id == run.context.trace_id
+    ]
+    # One trace id end to end: the gateway's request, A's StartExecution, B's run and its nodes.
+    assert run.parent is not None and run.parent.span_id == start_server.context.span_id
+    assert run.parent.is_remote  # continued from the stored context, not from memory
+    in_trace = [s for s in spans if s.context.trace_id == run.context.trace_id]
+    by_id = {s.context.span_id: s for s in in_trace}
+    [http_root] = [
+        s
+        for s in in_trace
+        if s.kind is SpanKind.SERVER
+        and _attr(s, "rpc.service") is None
+        and (_attr(s, "http.target") or _attr(s, "url.path")) == "/v1/executions"
+    ]
+    assert http_root in _ancestors(start_server, by_id)
+    nodes = {_attr(s, "weft.node.id"): s for s in in_trace if _attr(s, "weft.node.id")}
+    assert {"start", "double", "done"} <= set(nodes)
+    for node in nodes.values():
+        assert node.parent is not None and node.parent.span_id == run.context.span_id
+    commits = [s for s in in_trace if s.name == f"{STATE}/CommitStep" and s.kind is SpanKind.CLIENT]
+    assert commits and all(run in _ancestors(s, by_id) for s in commits)
