@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import grpc
 import pytest
 from helpers.fake_openai import FakeOpenAI, Reply
 
@@ -198,3 +199,27 @@ async def test_a_take_over_never_reuses_a_seq_that_went_out_live(fake: FakeOpenA
     assert [d.payload["content"] for d in rest if d.type == "stream:chunk"] == second
     assert seq_of(store2, "node:started") == seq_of(store1, "node:started")  # not a second one
     assert len(seq_of(store2, "node:completed")) == 1
+
+
+async def test_a_state_service_without_the_live_lane_is_asked_once(fake: FakeOpenAI) -> None:
+    class Unimplemented(Exception):
+        def code(self) -> grpc.StatusCode:
+            return grpc.StatusCode.UNIMPLEMENTED
+
+    @dataclass
+    class OldStateStore(LiveStore):
+        calls: int = 0
+
+        async def publish_live(self, events: list[tuple[int, EventDraft]]) -> None:
+            self.calls += 1
+            raise Unimplemented()
+
+    words = [f"o{i} " for i in range(100)]
+    fake.reset()
+    fake.script(Reply(chunks=words, usage=(3, 100), chunk_delay_s=0.001))
+    store = OldStateStore(execution_id="e4")
+    outcome = await engine().start(execution_id="e4", dag=dag(fake), input={}, store=store).result()
+    assert outcome.status == "SUCCEEDED"
+    assert store.calls == 1
+    chunks = [e.draft.payload["content"] for e in store.events if e.draft.type == "stream:chunk"]
+    assert chunks == words

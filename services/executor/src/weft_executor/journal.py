@@ -235,6 +235,9 @@ class Journal:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # best effort: the commit delivers them anyway
+                    code = getattr(exc, "code", None)
+                    if callable(code) and getattr(code(), "name", "") == "UNIMPLEMENTED":
+                        self._live = publish = None  # a state service without the live lane
                     log.debug("live publish failed (%r); the commit will deliver them", exc)
         finally:
             self._live_task = None
