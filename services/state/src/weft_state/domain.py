@@ -150,6 +150,9 @@ class CreatedExecution:
     execution_id: str
     existing: bool
     lease: LeaseGrant | None = None
+    # A new leased execution, as LoadExecution would answer for that lease, when the create
+    # could say it without reading it back (the PostgreSQL one-statement create).
+    loaded: LoadedExecution | None = None
 
 
 @dataclass(frozen=True, slots=True)
