@@ -481,7 +481,8 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
             # The worker that asked would call LoadExecution next: answer it now.
             lease = created.lease
             loaded = _loaded_pb(
-                await leases.load_execution(
+                created.loaded
+                or await leases.load_execution(
                     self.store, LeaseRef(lease.execution_id, lease.token, lease.worker_id)
                 )
             )
