@@ -231,9 +231,10 @@ async def test_live_chunks_reach_clients_before_their_commit_and_reconnects_repl
 
         monkeypatch.setattr(commits, "commit_steps", gated_commit_steps)
 
-    words = [f"w{i} " for i in range(100)]
+    # Fewer than LIVE_WINDOW chunks: with their commits held, all but the first few go live.
+    words = [f"w{i} " for i in range(50)]
     fake.reset()
-    fake.script(Reply(chunks=words, usage=(3, 100), chunk_delay_s=0.01))
+    fake.script(Reply(chunks=words, usage=(3, 50), chunk_delay_s=0.01))
     async with httpx.AsyncClient(base_url=stack.url, timeout=60) as client:
         resp = await client.post(
             "/v1/executions",
@@ -274,7 +275,7 @@ async def test_live_chunks_reach_clients_before_their_commit_and_reconnects_repl
             follow({"Last-Event-ID": str(cut)}, lambda: seen[-1][1] == "execution:completed")
         )
         for _ in range(500):
-            if len(live) == len(words) or rest.done():
+            if words[-1] in live or rest.done():  # the last chunk went out live
                 break
             await asyncio.sleep(0.02)
         assert not rest.done()
@@ -334,4 +335,5 @@ async def test_chunk_persistence_is_coalesced(
     assert [d["content"] for _, t, d in events if t == "stream:chunk"] == words
     assert [s for s, _, _ in events] == list(range(1, len(events) + 1))
     assert sum(chunk_commits) == len(words)
+    print(f"{len(words)} chunks -> {len(chunk_commits)} commits holding chunks: {chunk_commits}")
     assert len(chunk_commits) <= len(words) // 4, chunk_commits
