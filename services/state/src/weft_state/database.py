@@ -124,6 +124,10 @@ async def open_database(url: str, *, pool_size: int = 20, max_overflow: int = 20
             # The fast path runs single autocommit statements and leaves no session state, so
             # the default reset (a RESET ALL/UNLISTEN/... round trip per release) is skipped.
             reset=_keep_session,
+            # Its statements (the one-statement commit and create) are key lookups whose best
+            # plan never depends on the values: plan them once per connection instead of
+            # re-planning every commit (a custom plan of the commit CTE is ~0.3 ms of server CPU).
+            server_settings={"plan_cache_mode": "force_generic_plan"},
         )
     return db
 
