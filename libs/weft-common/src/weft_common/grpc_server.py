@@ -16,7 +16,13 @@ from grpc_reflection.v1alpha import reflection
 from .errors import WeftError, trailing_metadata
 from .settings import CommonSettings
 
-__all__ = ["ErrorMappingInterceptor", "GrpcServer", "RunningService", "channel_options", "run_until_signal"]
+__all__ = [
+    "ErrorMappingInterceptor",
+    "GrpcServer",
+    "RunningService",
+    "channel_options",
+    "run_until_signal",
+]
 
 log = logging.getLogger("weft.grpc")
 
@@ -61,7 +67,13 @@ def _wrap_stream(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Turns domain errors (WeftError) into gRPC statuses with details in trailing metadata."""
+    """Turns domain errors (WeftError) into gRPC statuses with details in trailing metadata.
+
+    The innermost interceptor: its continuation is the registered handler of the method, the
+    same for every call, so the wrapped handler is made once per method (not once per call)."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[tuple[str, int], grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self,
@@ -71,19 +83,27 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+        key = (handler_call_details.method, id(handler))
+        wrapped = self._wrapped.get(key)
+        if wrapped is None:
+            wrapped = self._wrapped[key] = _wrap_handler(handler)
+        return wrapped
+
+
+def _wrap_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(
+            _wrap_unary(handler.unary_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            _wrap_stream(handler.unary_stream),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return handler
 
 
 class GrpcServer:
@@ -110,7 +130,9 @@ class GrpcServer:
             options=channel_options(settings),
         )
         register(self.server)
-        self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+        self.health = (
+            health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
