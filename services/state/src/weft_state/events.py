@@ -60,6 +60,8 @@ class Subscription:
 
     async def get(self, wait_s: float) -> StoredEvent | None:
         """The next live event, or None after ``wait_s`` seconds of silence."""
+        if not self._queue.empty():  # no timeout machinery while events are waiting
+            return self._queue.get_nowait()
         try:
             return await asyncio.wait_for(self._queue.get(), wait_s)
         except TimeoutError:
