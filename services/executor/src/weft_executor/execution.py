@@ -360,8 +360,13 @@ class ExecutionRun:
         self.draining = True
         try:
             work = self.work
+            ready = self.ready
             while work and not self.finishing:
-                self._begin_run(work.popleft())
+                run = work.popleft()
+                if run.frame.closed or self.replay or run.node.type in _CONTAINER_TYPES:
+                    self._begin_run(run)
+                else:
+                    ready.append(run)  # _begin_run's common case, inlined
         finally:
             self.draining = False
         self.pump()
@@ -399,7 +404,8 @@ class ExecutionRun:
             task = self.loop.create_task(self._runner())
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
-        self.check_idle()
+        if not self.ready:  # check_idle returns at once while runs are ready
+            self.check_idle()
 
     def _take_ready(self) -> NodeRun | None:
         """The next runnable ready run, holding a worker slot; None when there is none (or the
@@ -753,6 +759,8 @@ class ExecutionRun:
         edges = self.plan.edges
         edge_handles = self.plan.edge_handles
         counts = frame.counts
+        if counts is None:
+            counts = frame.counts = {}
         stack: list[tuple[CompiledNode, Sequence[str]]] = [(node, handles)]
         while stack:
             src, fired = stack.pop()
@@ -795,6 +803,8 @@ class ExecutionRun:
         if released:
             outputs = frame.outputs
             left = frame.readers_left
+            if left is None:
+                left = frame.readers_left = {}
             for x in released:
                 if x in outputs and x not in plan.keep and not plan.retain_all:
                     n = left.get(x, plan.reader_count[x]) - 1
@@ -805,7 +815,11 @@ class ExecutionRun:
                         left[x] = n
         frame.pending -= 1
         if frame.pending == 0 and not frame.closed:
-            self.frame_done(frame, starts)
+            frame.closed = True  # frame_done, inlined
+            if frame.owner is None:
+                self._complete_execution()
+            else:
+                frame.owner.frame_done(frame, starts)
 
     # ------------------------------------------------------------------ containers
     def _start_container(self, run: NodeRun, starts: list[NodeRun]) -> None:

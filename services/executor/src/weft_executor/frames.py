@@ -63,8 +63,9 @@ class Frame:
         self.item = item
         self.total = total
         self.outputs: dict[str, Any] = {}
-        self.counts: dict[str, list[int]] = {}
-        self.readers_left: dict[str, int] = {}
+        # Made on first use (most branch bodies have no inner edges and drop nothing).
+        self.counts: dict[str, list[int]] | None = None
+        self.readers_left: dict[str, int] | None = None
         self.pending = members  # members not settled yet
         self.open: dict[str, NodeRun] = {}
         self.closed = False
