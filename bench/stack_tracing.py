@@ -105,9 +105,49 @@ async def measure(executions: int, repeats: int) -> dict[str, float]:
     }
 
 
-def child(mode: str, executions: int, repeats: int) -> None:
-    from engine_tracing import install
+def install(mode: str) -> None:
+    """What ``setup_telemetry`` installs for an OTLP endpoint (batch span processor, periodic
+    metric reader), with exporters that drop; ``sampled``: ``parentbased_traceidratio`` 0.1."""
+    if mode == "off":
+        return
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import (
+        MetricExporter,
+        MetricExportResult,
+        PeriodicExportingMetricReader,
+    )
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
+    from weft_common._telemetry_state import flags
+
+    class DropSpans(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    class DropMetrics(MetricExporter):
+        def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kw: Any) -> Any:
+            return MetricExportResult.SUCCESS
+
+        def force_flush(self, timeout_millis: float = 10_000) -> bool:
+            return True
+
+        def shutdown(self, timeout_millis: float = 30_000, **kw: Any) -> None:
+            pass
+
+    sampler = ParentBased(TraceIdRatioBased(0.1)) if mode == "sampled" else None
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(BatchSpanProcessor(DropSpans()))
+    trace.set_tracer_provider(provider)
+    metrics.set_meter_provider(
+        MeterProvider(metric_readers=[PeriodicExportingMetricReader(DropMetrics())])
+    )
+    flags.tracing = flags.metrics = True
+
+
+def child(mode: str, executions: int, repeats: int) -> None:
     install(mode)
     if mode != "off":  # as setup_telemetry does: SQL statements become spans too
         from weft_common.telemetry import instrument_libraries

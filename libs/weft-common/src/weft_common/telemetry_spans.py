@@ -42,6 +42,7 @@ import atexit
 import traceback
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from time import time_ns
 from types import MappingProxyType, TracebackType
 from typing import Any
@@ -49,7 +50,12 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import (
+    Event,
+    ReadableSpan,
+    SynchronousMultiSpanProcessor,
+    TracerProvider,
+)
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
@@ -71,6 +77,12 @@ __all__ = [
 ]
 
 _tracer = trace.get_tracer("weft.engine")
+
+# otel_context.get_current(), minus two calls, with the default (contextvars) runtime context.
+_runtime_var = getattr(otel_context._RUNTIME_CONTEXT, "_current_context", None)
+_current_context: Any = (
+    _runtime_var.get if isinstance(_runtime_var, ContextVar) else otel_context.get_current
+)
 
 ScopeLike = str | Sequence[Any]
 
@@ -177,7 +189,7 @@ class _TracedScope:
 class _LeanSink:
     """Where lean node spans go, taken from the SDK tracer of ``weft.engine``."""
 
-    __slots__ = ("limit", "new_span_id", "processor", "resource", "scope")
+    __slots__ = ("bits", "limit", "new_span_id", "processor", "resource", "scope")
 
     def __init__(self, tracer: Any) -> None:
         self.processor = tracer.span_processor
@@ -185,13 +197,12 @@ class _LeanSink:
         self.scope = tracer._instrumentation_scope
         self.limit: int | None = tracer._span_limits.max_attribute_length
         generator = tracer.id_generator
+        self.new_span_id = generator.generate_span_id
+        self.bits: Any = None
         if type(generator) is RandomIdGenerator:
             import random
 
-            bits = random.getrandbits
-            self.new_span_id = lambda: bits(64) or 1  # what RandomIdGenerator does, minus a call
-        else:
-            self.new_span_id = generator.generate_span_id
+            self.bits = random.getrandbits  # what it draws span ids with
 
 
 _sink_cache: tuple[object, _LeanSink | None] = (None, None)
@@ -255,6 +266,8 @@ class _RunContext(Context):
 # The lean node span running in a task is the third item of the log ids (``_log_ids``): entering
 # a node is one ``ContextVar.set`` for both; the run's context resolves the current span with it.
 _UNSET_STATUS = Status(StatusCode.UNSET)
+_new_tuple = tuple.__new__
+_new_object = object.__new__
 
 
 class _NodeSpan(Span, ReadableSpan):
@@ -280,21 +293,8 @@ class _NodeSpan(Span, ReadableSpan):
     _node_status = ""
     _error_code = ""
 
-    def __init__(
-        self,
-        run: _RunContext,
-        node_id: str,
-        node_type: str,
-        scope: ScopeLike,
-        attempt: int,
-        execution_id: str | None,
-    ) -> None:
-        self._run = run
-        self._node_id = node_id
-        self._node_type = node_type
-        self._scope = scope
-        self._attempt = attempt
-        self._execution_id = execution_id
+    # Made by node_span (fields set there, without an __init__ call: this is per node attempt):
+    # _run, _node_id, _node_type, _scope, _attempt, _execution_id.
 
     # -- context manager (the hot path)
     def __enter__(self) -> _NodeSpan:
@@ -305,7 +305,10 @@ class _NodeSpan(Span, ReadableSpan):
             if outer is not None and outer._run is run
             else run.span_context
         )
-        self._span_id = run.sink.new_span_id()
+        sink = run.sink
+        bits = sink.bits
+        # RandomIdGenerator's own draw, inline (0, the invalid id, is drawn again by it).
+        self._span_id = (bits(64) or sink.new_span_id()) if bits else sink.new_span_id()
         self._token = _log_ids.set((self._execution_id or outer_exec, self._node_id, self))
         self._start_time = time_ns()
         return self
@@ -338,8 +341,11 @@ class _NodeSpan(Span, ReadableSpan):
         ctx = self._context
         if ctx is None:
             run = self._run.span_context
-            ctx = self._context = SpanContext(
-                run.trace_id, self._span_id, False, run.trace_flags, run.trace_state
+            # SpanContext(run.trace_id, self._span_id, False, ...) minus its id checks: the trace
+            # id is the (valid) run's, the span id a valid draw, so is_valid is True.
+            ctx = self._context = _new_tuple(
+                SpanContext,
+                (run.trace_id, self._span_id, False, run.trace_flags, run.trace_state, True),
             )
         return ctx
 
@@ -469,13 +475,27 @@ def flush_node_spans() -> None:
     the engine's helpers, a timer, ``Telemetry.shutdown`` and the test hook; thread-safe."""
     _flush_timer[0] = False
     pending = _pending
-    while True:
+    while pending:
+        batch = []
         try:
-            span = pending.popleft()
+            while len(batch) < _FLUSH_AT:
+                batch.append(pending.popleft())
         except IndexError:
-            return
-        span.get_span_context()
-        span._run.sink.processor.on_end(span)
+            pass
+        processor = batch[0]._run.sink.processor
+        # The provider's usual processor: call its processors directly, as it would.
+        targets = (
+            processor._span_processors
+            if type(processor) is SynchronousMultiSpanProcessor
+            else (processor,)
+        )
+        for span in batch:
+            span.get_span_context()
+            if span._run.sink.processor is not processor:  # another provider's (tests only)
+                span._run.sink.processor.on_end(span)
+                continue
+            for target in targets:
+                target.on_end(span)
 
 
 def _arm_flush_timer() -> None:
@@ -540,9 +560,16 @@ def node_span(
     """
     if not flags.tracing:
         return _UntracedScope(execution_id=execution_id, node_id=node_id)
-    run = otel_context.get_current()
+    run = _current_context()
     if type(run) is _RunContext:
-        return _NodeSpan(run, node_id, node_type, scope, attempt, execution_id)
+        span = _new_object(_NodeSpan)
+        span._run = run
+        span._node_id = node_id
+        span._node_type = node_type
+        span._scope = scope
+        span._attempt = attempt
+        span._execution_id = execution_id
+        return span
     if _sampled_out():
         return _UntracedScope(execution_id=execution_id, node_id=node_id)
     log = log_context(execution_id=execution_id, node_id=node_id)
