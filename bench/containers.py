@@ -11,7 +11,9 @@ run (kept in ``bench/results/containers.json``).
    500: wall time against the ideal 10,000 / 500 x 10 ms = 0.2 s (target <= 1.5x), and CPU time
    against a plain asyncio pool of 500 tasks doing the same sleeps.
 
-The shared 2-core machine makes numbers noisy: CPU time is reported next to wall time.
+The shared 2-core machine makes numbers noisy: CPU time is reported next to wall time. The
+garbage collector is set up as the executor sets it up (see ``bench/engine.py``; ``--gc-default``
+for the interpreter's defaults, results kept apart).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from engine import (
     make_engine,
     noop_node,
     report,
-    tune_gc,
+    setup_gc,
 )
 
 
@@ -89,10 +91,18 @@ def parallel_workflow(n: int, concurrency: int) -> dict[str, Any]:
         "id": "bench_parallel",
         "nodes": [
             {"id": "start", "type": "start"},
-            {"id": "P", "type": "parallel",
-             "config": {"kind": "count", "count": n, "maxConcurrency": concurrency}},
-            {"id": "io", "type": "wait", "name": "sleep10", "parent": "P",
-             "config": {"durationMs": 10}},
+            {
+                "id": "P",
+                "type": "parallel",
+                "config": {"kind": "count", "count": n, "maxConcurrency": concurrency},
+            },
+            {
+                "id": "io",
+                "type": "wait",
+                "name": "sleep10",
+                "parent": "P",
+                "config": {"durationMs": 10},
+            },
         ],
         "edges": [{"source": "start", "target": "P"}],
     }
@@ -109,10 +119,18 @@ async def bench_loop(n: int) -> dict[str, dict[str, Any]]:
     per_it_cpu = clock.cpu / n * 1e6
     mb = rss.growth / 2**20
     return {
-        f"loop_{n}_per_iteration": {"value": per_it, "unit": "us", "target": "<= 100",
-                                     "ok": per_it <= 100},
-        f"loop_{n}_per_iteration_cpu": {"value": per_it_cpu, "unit": "us cpu", "target": "<= 100",
-                                         "ok": per_it_cpu <= 100},
+        f"loop_{n}_per_iteration": {
+            "value": per_it,
+            "unit": "us",
+            "target": "<= 100",
+            "ok": per_it <= 100,
+        },
+        f"loop_{n}_per_iteration_cpu": {
+            "value": per_it_cpu,
+            "unit": "us cpu",
+            "target": "<= 100",
+            "ok": per_it_cpu <= 100,
+        },
         f"loop_{n}_peak_rss_growth": {"value": mb, "unit": "MB", "target": "<= 50", "ok": mb <= 50},
     }
 
@@ -142,15 +160,29 @@ async def bench_parallel(n: int, concurrency: int) -> dict[str, dict[str, Any]]:
     ratio = clock.wall / ideal
     return {
         f"parallel_{n}x10ms_c{concurrency}_wall": {
-            "value": clock.wall * 1000, "unit": "ms", "ratio": ratio,
-            "ratio_of": f"of the {ideal * 1000:.0f} ms ideal", "target": "<= 1.5x", "ok": ratio <= 1.5},
+            "value": clock.wall * 1000,
+            "unit": "ms",
+            "ratio": ratio,
+            "ratio_of": f"of the {ideal * 1000:.0f} ms ideal",
+            "target": "<= 1.5x",
+            "ok": ratio <= 1.5,
+        },
         f"parallel_{n}x10ms_c{concurrency}_cpu": {
-            "value": clock.cpu * 1000, "unit": "ms cpu", "ratio": clock.cpu / base.cpu,
-            "ratio_of": "engine/plain asyncio cpu"},
+            "value": clock.cpu * 1000,
+            "unit": "ms cpu",
+            "ratio": clock.cpu / base.cpu,
+            "ratio_of": "engine/plain asyncio cpu",
+        },
         f"plain_asyncio_{n}x10ms_c{concurrency}_wall": {
-            "value": base.wall * 1000, "unit": "ms", "ratio": base.wall / ideal,
-            "ratio_of": f"of the {ideal * 1000:.0f} ms ideal"},
-        f"parallel_{n}x10ms_c{concurrency}_peak_rss_growth": {"value": rss.growth / 2**20, "unit": "MB"},
+            "value": base.wall * 1000,
+            "unit": "ms",
+            "ratio": base.wall / ideal,
+            "ratio_of": f"of the {ideal * 1000:.0f} ms ideal",
+        },
+        f"parallel_{n}x10ms_c{concurrency}_peak_rss_growth": {
+            "value": rss.growth / 2**20,
+            "unit": "MB",
+        },
     }
 
 
@@ -159,18 +191,20 @@ async def main(quick: bool) -> None:
     results: dict[str, dict[str, Any]] = {}
     results.update(await bench_loop(n))
     results.update(await bench_parallel(n, 500))
-    report("containers-gc-tuned" if GC_TUNED else "containers", results)
+    report("containers" + GC_SUFFIX, results)
+    print(f"  gc thresholds {gc.get_threshold()}, frozen objects {gc.get_freeze_count()}")
 
 
-GC_TUNED = False
+GC_SUFFIX = ""
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="2,000 instead of 10,000")
-    ap.add_argument("--gc-tuned", action="store_true",
-                    help="gc.freeze() and a larger gen-0 threshold first (results kept apart)")
+    ap.add_argument(
+        "--gc-default",
+        action="store_true",
+        help="the interpreter's gc defaults instead of the executor's tune_gc (results kept apart)",
+    )
     args = ap.parse_args()
-    if args.gc_tuned:
-        GC_TUNED = True
-        tune_gc()
+    GC_SUFFIX = setup_gc(args.gc_default)
     asyncio.run(main(args.quick))

@@ -11,6 +11,11 @@ against the previous run (kept in ``bench/results/engine.json``).
 4. One JSONata ``transform`` node: its cost over a no-op node, reported separately.
 
 The shared 2-core machine makes numbers noisy: every figure is the best of a few repeats.
+
+Garbage collector: by default the benchmarks run with the collector set up as the executor sets
+it up at start-up (``weft_executor.engine.tune_gc``: ``gc.freeze()`` plus larger thresholds,
+applied by ``ExecutorService.start``, so by ``weft up`` too): that is what the service runs with.
+``--gc-default`` keeps the interpreter's defaults instead (results kept apart, ``*-gc-default``).
 ``bench/containers.py`` imports the helpers below.
 """
 
@@ -30,6 +35,7 @@ from weft_common.compiled import CompiledDag
 from weft_common.workflow import definition_from_json
 from weft_dag_builder import compile_workflow
 from weft_executor import Engine
+from weft_executor.engine import tune_gc
 from weft_executor.handlers.base import HANDLERS, NodeContext, NodeResult
 from weft_executor.memory_store import MemoryStore
 from weft_executor.settings import ExecutorSettings
@@ -70,9 +76,15 @@ def noop_node(id: str, **kw: Any) -> dict[str, Any]:
     return {"id": id, "type": "wait", "name": "noop", "config": {"durationMs": 0}, **kw}
 
 
-def workflow(nodes: list[dict[str, Any]], edges: list[tuple[str, str]], **extra: Any) -> dict[str, Any]:
-    return {"id": "bench", "nodes": [{"id": "start", "type": "start"}, *nodes],
-            "edges": [{"source": a, "target": b} for a, b in edges], **extra}
+def workflow(
+    nodes: list[dict[str, Any]], edges: list[tuple[str, str]], **extra: Any
+) -> dict[str, Any]:
+    return {
+        "id": "bench",
+        "nodes": [{"id": "start", "type": "start"}, *nodes],
+        "edges": [{"source": a, "target": b} for a, b in edges],
+        **extra,
+    }
 
 
 def compile_json(wf: dict[str, Any]) -> CompiledDag:
@@ -96,11 +108,19 @@ class Clock:
         self.cpu = time.process_time() - self.cpu0
 
 
-async def execute(engine: Engine, dag: CompiledDag, input: Any = None, *, keep: bool = True,
-                  execution_id: str = "bench") -> None:
+async def execute(
+    engine: Engine,
+    dag: CompiledDag,
+    input: Any = None,
+    *,
+    keep: bool = True,
+    execution_id: str = "bench",
+) -> None:
     """Run one execution to its end; raises when it did not succeed."""
     store = MemoryStore(execution_id=execution_id, keep=keep)
-    outcome = await engine.start(execution_id=execution_id, dag=dag, input=input, store=store).result()
+    outcome = await engine.start(
+        execution_id=execution_id, dag=dag, input=input, store=store
+    ).result()
     if outcome.status != "SUCCEEDED":
         raise SystemExit(f"benchmark execution ended {outcome.status}: {outcome.error}")
 
@@ -115,8 +135,14 @@ async def timed(fn: Any, repeats: int) -> Clock:
     return min(clocks, key=lambda c: c.wall)
 
 
-async def run_once(engine: Engine, dag: CompiledDag, input: Any = None, *, keep: bool = True,
-                   execution_id: str = "bench") -> float:
+async def run_once(
+    engine: Engine,
+    dag: CompiledDag,
+    input: Any = None,
+    *,
+    keep: bool = True,
+    execution_id: str = "bench",
+) -> float:
     """Wall time of one execution to its end (seconds)."""
     with Clock() as c:
         await execute(engine, dag, input, keep=keep, execution_id=execution_id)
@@ -133,8 +159,10 @@ def report(name: str, results: dict[str, dict[str, Any]]) -> None:
             previous = json.loads(path.read_text()).get("results", {})
         except ValueError:
             previous = {}
-    print(f"\n{name}: {platform.python_implementation()} {platform.python_version()} "
-          f"(shared 2-core machine: numbers are noisy, best of repeats)")
+    print(
+        f"\n{name}: {platform.python_implementation()} {platform.python_version()} "
+        f"(shared 2-core machine: numbers are noisy, best of repeats)"
+    )
     for key, r in results.items():
         line = f"  {key:<40} {r['value']:>11.2f} {r['unit']:<7}"
         if "ratio" in r:
@@ -145,8 +173,12 @@ def report(name: str, results: dict[str, dict[str, Any]]) -> None:
         if prev and prev.get("value"):
             line += f"  ({r['value'] / prev['value']:.2f}x previous)"
         print(line)
-    path.write_text(json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                "results": results}, indent=2) + "\n")
+    path.write_text(
+        json.dumps(
+            {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "results": results}, indent=2
+        )
+        + "\n"
+    )
     print(f"  kept in bench/results/{name}.json")
 
 
@@ -163,8 +195,15 @@ async def baseline_chain(n: int) -> float:
     node = dag.nodes["n0"]
     t0 = time.perf_counter()
     for i in range(n):
-        ctx = NodeContext(execution_id="b", node=node, scope=(), attempt=1, resolver=None,  # type: ignore[arg-type]
-                          idempotency_key=f"b:{i}", emit_chunk=lambda c: None)
+        ctx = NodeContext(
+            execution_id="b",
+            node=node,
+            scope=(),
+            attempt=1,
+            resolver=None,  # type: ignore[arg-type]
+            idempotency_key=f"b:{i}",
+            emit_chunk=lambda c: None,
+        )
         await handler.execute(ctx)
     return time.perf_counter() - t0
 
@@ -181,11 +220,18 @@ async def bench_chain(repeats: int) -> dict[str, dict[str, Any]]:
     per_node_cpu = (eng.cpu - base.cpu) / (n + 1) * 1e6
     return {
         "chain_1000_noop_overhead_per_node": {
-            "value": per_node, "unit": "us", "target": "<= 50", "ok": per_node <= 50,
-            "ratio": eng.wall / base.wall, "ratio_of": "engine/plain asyncio",
+            "value": per_node,
+            "unit": "us",
+            "target": "<= 50",
+            "ok": per_node <= 50,
+            "ratio": eng.wall / base.wall,
+            "ratio_of": "engine/plain asyncio",
         },
         "chain_1000_noop_overhead_per_node_cpu": {
-            "value": per_node_cpu, "unit": "us cpu", "target": "<= 50", "ok": per_node_cpu <= 50,
+            "value": per_node_cpu,
+            "unit": "us cpu",
+            "target": "<= 50",
+            "ok": per_node_cpu <= 50,
         },
         "chain_1000_noop_wall": {"value": eng.wall * 1000, "unit": "ms"},
     }
@@ -194,8 +240,20 @@ async def bench_chain(repeats: int) -> dict[str, dict[str, Any]]:
 def ten_nodes() -> dict[str, Any]:
     """start -> a -> (b, c, d) -> e -> (f, g) -> h -> i: ten nodes, forks and joins."""
     names = "abcdefghi"
-    edges = [("start", "a"), ("a", "b"), ("a", "c"), ("a", "d"), ("b", "e"), ("c", "e"),
-             ("d", "e"), ("e", "f"), ("e", "g"), ("f", "h"), ("g", "h"), ("h", "i")]
+    edges = [
+        ("start", "a"),
+        ("a", "b"),
+        ("a", "c"),
+        ("a", "d"),
+        ("b", "e"),
+        ("c", "e"),
+        ("d", "e"),
+        ("e", "f"),
+        ("e", "g"),
+        ("f", "h"),
+        ("g", "h"),
+        ("h", "i"),
+    ]
     return workflow([noop_node(x) for x in names], edges)
 
 
@@ -218,25 +276,42 @@ async def bench_throughput(total: int, in_flight: int, repeats: int) -> dict[str
     rate, rate_cpu = total / clock.wall, total / clock.cpu
     return {
         "executions_per_s_10_nodes_20_in_flight": {
-            "value": rate, "unit": "/s", "target": ">= 1500", "ok": rate >= 1500},
+            "value": rate,
+            "unit": "/s",
+            "target": ">= 1500",
+            "ok": rate >= 1500,
+        },
         "executions_per_cpu_s_10_nodes_20_in_flight": {
-            "value": rate_cpu, "unit": "/cpu s", "target": ">= 1500", "ok": rate_cpu >= 1500},
+            "value": rate_cpu,
+            "unit": "/cpu s",
+            "target": ">= 1500",
+            "ok": rate_cpu >= 1500,
+        },
     }
 
 
 async def bench_fan_out(repeats: int) -> dict[str, dict[str, Any]]:
     install_noop()
     ids = [f"w{i}" for i in range(100)]
-    wf = workflow([{"id": i, "type": "wait", "config": {"durationMs": 100}} for i in ids],
-                  [("start", i) for i in ids])
+    wf = workflow(
+        [{"id": i, "type": "wait", "config": {"durationMs": 100}} for i in ids],
+        [("start", i) for i in ids],
+    )
     dag = compile_json(wf)
     engine = make_engine()
     await run_once(engine, dag)
     wall = min([await run_once(engine, dag) for _ in range(repeats)])
     ratio = wall / 0.1
-    return {"fan_out_100x100ms_wall": {
-        "value": wall * 1000, "unit": "ms", "ratio": ratio, "ratio_of": "of the 100 ms ideal",
-        "target": "<= 1.1x", "ok": ratio <= 1.1}}
+    return {
+        "fan_out_100x100ms_wall": {
+            "value": wall * 1000,
+            "unit": "ms",
+            "ratio": ratio,
+            "ratio_of": "of the 100 ms ideal",
+            "target": "<= 1.1x",
+            "ok": ratio <= 1.1,
+        }
+    }
 
 
 async def bench_transform(repeats: int) -> dict[str, dict[str, Any]]:
@@ -254,16 +329,23 @@ async def bench_transform(repeats: int) -> dict[str, dict[str, Any]]:
     t = min([await run_once(engine, t_dag, inp) for _ in range(repeats)])
     z = min([await run_once(engine, n_dag, inp) for _ in range(repeats)])
     cost = (t - z) / n * 1e6
-    return {"jsonata_transform_node_extra_cost": {
-        "value": cost, "unit": "us", "ratio": t / z, "ratio_of": "transform/no-op chain"}}
+    return {
+        "jsonata_transform_node_extra_cost": {
+            "value": cost,
+            "unit": "us",
+            "ratio": t / z,
+            "ratio_of": "transform/no-op chain",
+        }
+    }
 
 
-def tune_gc() -> None:
-    """What a worker process can do after start-up: move the start-up heap out of the
-    collector's way and collect the young generation less often (many short-lived records)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+def setup_gc(default: bool) -> str:
+    """The executor's own collector set-up (``tune_gc``, as ``ExecutorService.start`` applies
+    it), unless ``default``; returns the results-name suffix."""
+    if default:
+        return "-gc-default"
+    tune_gc()
+    return ""
 
 
 async def main(quick: bool) -> None:
@@ -273,18 +355,20 @@ async def main(quick: bool) -> None:
     results.update(await bench_throughput(500 if quick else 3000, 20, repeats))
     results.update(await bench_fan_out(repeats))
     results.update(await bench_transform(repeats))
-    report("engine-gc-tuned" if GC_TUNED else "engine", results)
+    report("engine" + GC_SUFFIX, results)
+    print(f"  gc thresholds {gc.get_threshold()}, frozen objects {gc.get_freeze_count()}")
 
 
-GC_TUNED = False
+GC_SUFFIX = ""
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer executions and repeats")
-    ap.add_argument("--gc-tuned", action="store_true",
-                    help="gc.freeze() and a larger gen-0 threshold first (results kept apart)")
+    ap.add_argument(
+        "--gc-default",
+        action="store_true",
+        help="the interpreter's gc defaults instead of the executor's tune_gc (results kept apart)",
+    )
     args = ap.parse_args()
-    if args.gc_tuned:
-        GC_TUNED = True
-        tune_gc()
+    GC_SUFFIX = setup_gc(args.gc_default)
     asyncio.run(main(args.quick))

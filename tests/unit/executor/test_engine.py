@@ -477,13 +477,16 @@ def _event_index(run, type_: str, node: str) -> int:  # type: ignore[no-untyped-
     return next(i for i, e in enumerate(run.events) if e["type"] == type_ and e["nodeId"] == node)
 
 
-async def test_a_handler_raising_cancelled_error_by_itself_is_a_node_failure(script: Script) -> None:
+async def test_a_handler_raising_cancelled_error_by_itself_is_a_node_failure(
+    script: Script,
+) -> None:
     async def rogue(ctx: NodeContext) -> NodeResult:
         raise asyncio.CancelledError()
 
     script.on("r", rogue)
-    run = await run_json(wf(W("r"), T("why", "r.error.code"),
-                            edges=[("start", "r"), ("r", "why", "error")]))
+    run = await run_json(
+        wf(W("r"), T("why", "r.error.code"), edges=[("start", "r"), ("r", "why", "error")])
+    )
     assert run.outcome.outputs == {"why": "HANDLER_ERROR"}
 
 
@@ -501,17 +504,32 @@ async def test_a_handler_bug_is_that_nodes_failure(script: Script) -> None:
 async def test_condition_with_no_true_branch_fires_nothing() -> None:
     run = await run_json(
         wf(
-            {"id": "c", "type": "condition", "config": {"branches": [
-                {"id": "a", "when": "false"}, {"id": "b", "when": "false"}]}},
-            T("ta", "1"), T("tb", "2"), T("after", "3"),
-            edges=[("start", "c"), ("c", "ta", "condition:a"), ("c", "tb", "condition:b"),
-                   ("ta", "after"), ("tb", "after")],
+            {
+                "id": "c",
+                "type": "condition",
+                "config": {
+                    "branches": [{"id": "a", "when": "false"}, {"id": "b", "when": "false"}]
+                },
+            },
+            T("ta", "1"),
+            T("tb", "2"),
+            T("after", "3"),
+            edges=[
+                ("start", "c"),
+                ("c", "ta", "condition:a"),
+                ("c", "tb", "condition:b"),
+                ("ta", "after"),
+                ("tb", "after"),
+            ],
         ),
     )
     assert run.outcome.status == "SUCCEEDED"
     assert run.outcome.outputs == {}
     assert [x for x in trace(run.events) if x.startswith("node:skipped")] == [
-        "node:skipped ta", "node:skipped tb", "node:skipped after"]
+        "node:skipped ta",
+        "node:skipped tb",
+        "node:skipped after",
+    ]
     done = next(e for e in run.events if e["type"] == "node:completed" and e["nodeId"] == "c")
     assert done["output"] == {"branch": None} and done["attempt"] == 1
     assert run.store.steps["c"].fired_handles == ()
@@ -533,3 +551,27 @@ async def test_handle_api_after_the_end_and_a_cancelled_waiter(script: Script) -
     assert run.handle.resume(Resume("r", "w")) is False
     await asyncio.sleep(0.05)
     assert run.store.commits == commits and run.types[-1] == "execution:completed"
+
+
+def test_tune_gc_freezes_the_start_up_heap_once_and_raises_the_thresholds() -> None:
+    # In a fresh interpreter: it changes process-wide collector state, so not in the test process.
+    import subprocess
+    import sys
+
+    code = (
+        "import gc\n"
+        "from weft_executor.engine import GC_THRESHOLDS, tune_gc\n"
+        "before = gc.get_threshold()\n"
+        "assert gc.get_freeze_count() == 0\n"
+        "assert tune_gc() is True\n"
+        "assert gc.get_threshold() == GC_THRESHOLDS != before, (gc.get_threshold(), before)\n"
+        "frozen = gc.get_freeze_count()\n"
+        "assert frozen > 1000, frozen\n"
+        "assert tune_gc() is False and gc.get_freeze_count() == frozen\n"
+        "class Cycle:\n"
+        "    pass\n"
+        "c = Cycle(); c.me = c; del c\n"
+        "assert gc.collect() >= 1  # cycles made after start-up are still collected\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
