@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 
 from weft.executor.v1 import executor_pb2, executor_pb2_grpc
 from weft_common.grpc_server import GrpcServer
 
 from .clients import ServiceClients
-from .engine import Engine
+from .engine import Engine, tune_gc
 from .servicer import ExecutorServicer
 from .settings import ExecutorSettings
 from .subworkflows import ChildExecutions
@@ -47,6 +48,9 @@ class ExecutorService:
         return self.worker.worker_id
 
     async def start(self) -> None:
+        # The worker's garbage-collector settings (once per process; see engine.tune_gc).
+        if tune_gc():
+            log.info("executor: gc.freeze() after start-up, gc thresholds %s", gc.get_threshold())
         self.port = await self.grpc.start(f"{self.settings.host}:{self.settings.port}")
         self.worker.start()
         log.info("executor worker %s running", self.worker.worker_id)
