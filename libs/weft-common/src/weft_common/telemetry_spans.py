@@ -499,11 +499,13 @@ def flush_node_spans() -> None:
 
 
 def _arm_flush_timer() -> None:
-    _flush_timer[0] = True
+    _flush_timer[0] = True  # until the next flush
     try:
         asyncio.get_running_loop().call_later(_FLUSH_AFTER_S, flush_node_spans)
-    except RuntimeError:  # no event loop in this thread: nothing to wait for
-        flush_node_spans()
+    except RuntimeError:
+        # No event loop in this thread (synchronous code): the spans go with the next batch of
+        # 512, the first node ending a second later, the end of their execution span, or exit.
+        pass
 
 
 def _register_exit_flush() -> None:
