@@ -63,3 +63,30 @@ async def test_health_and_reflection(server: int) -> None:
             assert SERVICE in names
             assert "grpc.health.v1.Health" in names
             break
+
+
+async def test_keepalive_pings_do_not_get_a_quiet_stream_dropped() -> None:
+    """Clients ping idle connections (``grpc_keepalive_ms``); the server must accept that rate,
+    or it answers GOAWAY "too_many_pings" and every call on the connection (a quiet event stream,
+    say) dies with UNAVAILABLE."""
+    import asyncio
+
+    from weft_common.grpc_server import channel_options
+
+    settings = CommonSettings(grpc_keepalive_ms=200)
+    srv = GrpcServer(settings=settings, service_names=[SERVICE], register=lambda s: None)
+    port = await srv.start("127.0.0.1:0")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=channel_options(settings)) as ch:
+            watch = health_pb2_grpc.HealthStub(ch).Watch(health_pb2.HealthCheckRequest(service=SERVICE))
+            first = await watch.read()
+            assert first.status == health_pb2.HealthCheckResponse.SERVING
+            # ~15 pings with no data on the stream; gRPC's default server would strike out at 3.
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(next_read := asyncio.ensure_future(watch.read())), 3.0)
+            await srv.health.set(SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
+            changed = await asyncio.wait_for(next_read, 5.0)
+            assert changed.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            watch.cancel()
+    finally:
+        await srv.stop(0)

@@ -4,6 +4,7 @@ mapping, large message limits, and graceful shutdown on SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
@@ -32,7 +33,7 @@ def channel_options(settings: CommonSettings) -> list[tuple[str, Any]]:
     return [
         ("grpc.max_send_message_length", size),
         ("grpc.max_receive_message_length", size),
-        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_time_ms", settings.grpc_keepalive_ms),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
     ]
@@ -56,6 +57,11 @@ def _wrap_unary(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[An
 
 
 def _wrap_stream(fn: Callable[..., Any]) -> Callable[..., Any]:
+    if not inspect.isasyncgenfunction(fn):
+        # A streaming handler that writes with ``context.write`` and returns (grpc's own aio
+        # health Watch is one): a plain coroutine, wrapped like a unary handler.
+        return _wrap_unary(fn)
+
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             async for item in fn(request, context):
@@ -127,7 +133,13 @@ class GrpcServer:
         # Tracing outermost, so its span sees the status the error mapping produced.
         self.server = grpc.aio.server(
             interceptors=[TracingServerInterceptor(), *interceptors, ErrorMappingInterceptor()],
-            options=channel_options(settings),
+            options=[
+                *channel_options(settings),
+                # Accept the clients' keepalive pings (also between calls). gRPC's default
+                # minimum interval is 5 minutes: more frequent pings earn strikes and a GOAWAY
+                # "too_many_pings", which drops every call on that connection.
+                ("grpc.http2.min_ping_interval_without_data_ms", settings.grpc_keepalive_ms // 2),
+            ],
         )
         register(self.server)
         self.health = (

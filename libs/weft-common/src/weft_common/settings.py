@@ -28,6 +28,8 @@ class CommonSettings(BaseSettings):
     state_addr: str = "127.0.0.1:50053"
     grpc_max_message_bytes: int = 64 * 1024 * 1024
     grpc_shutdown_grace_s: float = 10.0
+    # Clients ping idle connections this often (dead peers are noticed); servers accept it.
+    grpc_keepalive_ms: int = 30_000
 
     log_level: str = "INFO"
     log_json: bool = False
