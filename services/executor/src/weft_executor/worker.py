@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from weft.state.v1 import state_pb2
 from weft.workflow.v1 import workflow_pb2
 from weft_common import jsonutil
-from weft_common.compiled import dag_from_proto
+from weft_common.compiled import CompiledDag, dag_from_proto
 from weft_common.errors import Conflict, FailedPrecondition, NotFound, WeftError
 
 from .clients import StateClient
@@ -56,6 +56,7 @@ _TERMINAL = frozenset(
 
 
 _NODE_ENDS = frozenset({"node:completed", "node:error", "node:cancelled"})
+_DAG_CACHE_SIZE = 256
 
 
 def default_worker_id() -> str:
@@ -101,6 +102,7 @@ class Worker:
         self._tasks: list[asyncio.Task[None]] = []
         self._aux: set[asyncio.Task[None]] = set()
         self._last_renewed = time.monotonic()
+        self._dags: dict[tuple[str, int, str], CompiledDag] = {}
         # Cross-execution group commit: the commits of all executions on this worker.
         self.commits = CommitGroup(state.stub, max_in_flight=settings.commit_max_in_flight)
 
@@ -245,7 +247,7 @@ class Worker:
         run.delivered.update(r.resume_id for r in loaded.resumes)
         handle = self.engine.start(
             execution_id=execution.execution_id,
-            dag=dag_from_proto(loaded.dag),
+            dag=self._dag(loaded),
             input=jsonutil.loads(execution.input_json),
             store=store,
             variables=jsonutil.loads(loaded.variables_json),
@@ -279,6 +281,21 @@ class Worker:
             self.wake()
         elif status not in ("SUCCEEDED", "FAILED", "CANCELLED"):
             await self._release(run)
+
+    def _dag(self, loaded: state_pb2.LoadExecutionResponse) -> CompiledDag:
+        """The engine's DAG of a loaded execution. A registered version never changes, so its
+        DAG is converted once and shared (the engine treats a DAG as immutable, and caches its
+        plan by identity); inline definitions (version 0) are converted each time."""
+        version = loaded.execution.workflow_version
+        if not version:
+            return dag_from_proto(loaded.dag)
+        key = (loaded.dag.workflow_id, version, loaded.dag.definition_hash)
+        dag = self._dags.get(key)
+        if dag is None:
+            if len(self._dags) >= _DAG_CACHE_SIZE:
+                self._dags.clear()
+            dag = self._dags[key] = dag_from_proto(loaded.dag)
+        return dag
 
     def _abandon(self, run: _Running, reason: str) -> None:
         """Stop an execution here without writing anything more (another worker may own it)."""
