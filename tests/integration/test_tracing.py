@@ -342,13 +342,15 @@ async def test_resumed_execution_links_to_its_first_trace(tel: TestTelemetry, st
     assert any(s.context.trace_id == second.context.trace_id for s in approve)
 
 
+@pytest.mark.parametrize("registered", [False, True], ids=["inline", "registered"])
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
 async def test_a_first_run_claimed_by_another_replica_continues_the_trace(
-    tel: TestTelemetry, backend: Backend, monkeypatch: pytest.MonkeyPatch
+    tel: TestTelemetry, backend: Backend, monkeypatch: pytest.MonkeyPatch, registered: bool
 ) -> None:
     """Replica A takes the StartExecution call but has no room, so replica B claims the new
     execution: B's run continues the request's trace through the trace context stored with the
-    execution (CreateExecution.trace_context, returned by LoadExecution)."""
+    execution (CreateExecution.trace_context, returned by LoadExecution). Inline definitions and
+    registered workflows (PostgreSQL creates those with a statement of its own)."""
     import weft_executor.servicer
 
     # Both replicas live in this process: keep A's in-process memory of the caller's context
@@ -407,11 +409,20 @@ async def test_a_first_run_claimed_by_another_replica_continues_the_trace(
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{gateway.port}", timeout=30
         ) as client:
-            started = await client.post(
-                "/v1/executions",
-                json={"workflow": workflow, "input": {}},
-                headers={"Accept": "application/json"},
-            )
+            if registered:
+                created = await client.post("/v1/workflows", json=workflow)
+                assert created.status_code == 201, created.text
+                started = await client.post(
+                    f"/v1/workflows/{workflow['id']}/execute",
+                    json={"input": {}},
+                    headers={"Accept": "application/json"},
+                )
+            else:
+                started = await client.post(
+                    "/v1/executions",
+                    json={"workflow": workflow, "input": {}},
+                    headers={"Accept": "application/json"},
+                )
             assert started.status_code == 202, started.text
             execution_id = started.json()["executionId"]
             final = await _wait_status(client, execution_id, "SUCCEEDED", "FAILED")
@@ -451,7 +462,9 @@ async def test_a_first_run_claimed_by_another_replica_continues_the_trace(
         for s in in_trace
         if s.kind is SpanKind.SERVER
         and _attr(s, "rpc.service") is None
-        and (_attr(s, "http.target") or _attr(s, "url.path")) == "/v1/executions"
+        and str(_attr(s, "http.target") or _attr(s, "url.path") or "").startswith(
+            ("/v1/executions", "/v1/workflows/")
+        )
     ]
     assert http_root in _ancestors(start_server, by_id)
     nodes = {_attr(s, "weft.node.id"): s for s in in_trace if _attr(s, "weft.node.id")}
