@@ -15,6 +15,7 @@ import pytest
 
 from weft.state.v1 import state_pb2, state_pb2_grpc
 from weft_common.errors import Conflict
+from weft_executor.convert import commit_to_request
 from weft_executor.records import Commit, EventDraft
 from weft_executor.state_store import CommitGroup, StateExecutionStore
 
@@ -186,3 +187,26 @@ async def test_a_writer_that_gives_up_while_queued_is_left_out(grouped: Grouped)
         await gone
     assert state.calls == [("CommitStep", ["e0"]), ("CommitStep", ["e2"])]
     assert "e1" not in state.versions
+
+
+async def test_a_group_stays_under_its_byte_budget(grouped: Grouped) -> None:
+    """Commits too big to share a call go in several groups (a lone one as a plain CommitStep):
+    a group never nears the gRPC message limit."""
+    state, stub = grouped
+    one = commit_to_request(
+        commit(),
+        lease=state_pb2.Lease(execution_id="e1", worker_id="w", token="t1"),
+        expected_version=10,
+    ).ByteSize()
+    group = CommitGroup(stub, max_in_flight=1, max_bytes=2 * one + one // 2)
+    s = stores(stub, group, 6)
+    first = asyncio.create_task(s[0].write(commit()))
+    await asyncio.sleep(0.01)
+    await asyncio.gather(first, *(x.write(commit()) for x in s[1:]))
+    assert state.calls == [
+        ("CommitStep", ["e0"]),
+        ("CommitSteps", ["e1", "e2"]),
+        ("CommitSteps", ["e3", "e4"]),
+        ("CommitStep", ["e5"]),
+    ]
+    assert [x.version for x in s] == [1, 11, 21, 31, 41, 51]

@@ -81,7 +81,10 @@ class CommitError(grpc.RpcError):
         return self._trailers
 
 
-_Pending = tuple[state_pb2.CommitStepRequest, float, "asyncio.Future[state_pb2.CommitStepResponse]"]
+# (request, its RPC timeout, its size in bytes, the writer's future)
+_Pending = tuple[
+    state_pb2.CommitStepRequest, float, int, "asyncio.Future[state_pb2.CommitStepResponse]"
+]
 
 
 class CommitGroup:
@@ -93,10 +96,13 @@ class CommitGroup:
         *,
         max_in_flight: int = 1,
         max_items: int = 256,
+        max_bytes: int = 8 * 1024 * 1024,
     ) -> None:
         self._stub = stub
         self._max_in_flight = max(1, max_in_flight)
         self._max_items = max(1, max_items)
+        # A group stays well under the gRPC message limit (64 MiB): big commits go on their own.
+        self._max_bytes = max_bytes
         self._in_flight = 0
         self._queue: list[_Pending] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -122,14 +128,22 @@ class CommitGroup:
         future: asyncio.Future[state_pb2.CommitStepResponse] = (
             asyncio.get_running_loop().create_future()
         )
-        self._queue.append((request, rpc_timeout_s, future))
+        self._queue.append((request, rpc_timeout_s, request.ByteSize(), future))
         self._dispatch()
         return await future
 
     def _dispatch(self) -> None:
         while self._queue and self._in_flight < self._max_in_flight:
-            batch = [p for p in self._queue[: self._max_items] if not p[2].done()]
-            del self._queue[: self._max_items]
+            batch: list[_Pending] = []
+            size = taken = 0
+            for pending in self._queue:
+                if len(batch) >= self._max_items or (batch and size + pending[2] > self._max_bytes):
+                    break
+                taken += 1
+                if not pending[3].done():  # a writer that gave up is left out
+                    batch.append(pending)
+                    size += pending[2]
+            del self._queue[:taken]
             if not batch:
                 continue
             self._in_flight += 1
@@ -152,12 +166,12 @@ class CommitGroup:
                     self._grouping = False  # an older state service: one call per commit
                     await asyncio.gather(*(self._send_one(p) for p in batch))
                     return
-                for _, _, future in batch:
+                for *_, future in batch:
                     if not future.done():
                         future.set_exception(CommitError.of(exc))
                 return
             self.grouped += len(batch)
-            for (_, _, future), outcome in zip(batch, response.outcomes, strict=True):
+            for (*_, future), outcome in zip(batch, response.outcomes, strict=True):
                 if future.done():
                     continue
                 if outcome.HasField("response"):
@@ -166,7 +180,7 @@ class CommitGroup:
                     code = _CODES.get(outcome.code, grpc.StatusCode.UNKNOWN)
                     future.set_exception(CommitError(code, outcome.message, outcome.details_json))
         except BaseException as exc:
-            for _, _, future in batch:
+            for *_, future in batch:
                 if not future.done():
                     future.set_exception(
                         exc if isinstance(exc, Exception) else asyncio.CancelledError()
@@ -178,7 +192,7 @@ class CommitGroup:
             self._dispatch()
 
     async def _send_one(self, pending: _Pending) -> None:
-        request, timeout, future = pending
+        request, timeout, _, future = pending
         self.calls += 1
         try:
             response = await self._stub.CommitStep(request, timeout=timeout)
