@@ -25,14 +25,16 @@ them. It is a real span all the same:
   the run's context, ``_RunContext``, which answers the node span for the task that runs it), so
   outbound httpx/LLM requests and gRPC calls made in the node get CLIENT spans parented to it and
   carry its ``traceparent``, and log records carry its span id;
-- it is an SDK ``ReadableSpan`` once ended: the attribute dict, ``SpanContext`` and name are built
-  in bulk (``flush_node_spans``: every 512 spans, when the execution span ends, within a second
-  otherwise, at shutdown) and handed to the provider's span processors' ``on_end``, so the normal
-  batch processor and exporters (OTLP) export them.
+- it is an SDK ``ReadableSpan`` once ended: ended spans are handed to the provider's span
+  processors' ``on_end`` in bulk (``flush_node_spans``: every 512 spans, when the execution span
+  ends, within a second otherwise, at exit), with their ``SpanContext`` made then; name and
+  attribute dict are built on first read (usually in the exporter's thread). The normal batch
+  processor and exporters (OTLP) export them like any span.
 
-Differences from an SDK span: processors' ``on_start`` is not called for node spans, and only the
-attribute value length limit (``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``) of the span limits is applied
-(a node span has a handful of attributes). Any other sampler or provider gets SDK spans.
+Differences from an SDK span: processors' ``on_start`` (and the SDK-internal ``_on_ending``) are
+not called for node spans, and only the attribute value length limit
+(``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``) of the span limits is applied (a node span has a handful of
+attributes). Any other sampler or provider gets SDK spans.
 """
 
 from __future__ import annotations
