@@ -194,7 +194,10 @@ async def test_a_take_over_never_reuses_a_seq_that_went_out_live(fake: FakeOpenA
     )
     # Every seq worker 1 showed live is now a placeholder chunk of the same node, never another
     # event; worker 2's own chunks come after the window.
-    assert all(log_end < s <= log_end + LIVE_WINDOW for s in shown)
+    assert all(s <= log_end + LIVE_WINDOW for s in shown)
+    for seq, draft, _ in store1.live:
+        if seq <= log_end:  # it went out live and then got committed: the same event
+            assert events[seq - 1].draft is draft
     rest = [e.draft for e in events[log_end + LIVE_WINDOW :]]
     assert [d.payload["content"] for d in rest if d.type == "stream:chunk"] == second
     assert seq_of(store2, "node:started") == seq_of(store1, "node:started")  # not a second one

@@ -161,6 +161,8 @@ class Journal:
         self._base: int | None = None  # seq of event n = base + n
         self._started: dict[tuple[str, Scope], int] = {}  # open runs' node:started position
         self._live_out: list[tuple[int, EventDraft]] = []
+        # Chunks that may go live once an earlier commit lands (their run's node:started).
+        self._waiting: list[tuple[int, EventDraft]] = []
         self._live_task: asyncio.Task[None] | None = None
         self.live_published = 0
 
@@ -172,8 +174,11 @@ class Journal:
         kind = draft.type
         if kind == "stream:chunk" and self._live is not None:
             self._chunks += 1
-            if self._base is not None and self._failed is None:
-                self._go_live(draft)
+            if self._failed is None and draft.payload.get("nodeType") in LIVE_NODE_TYPES:
+                if self._base is None:
+                    self._waiting.append((self._appended, draft))  # until the first commit
+                else:
+                    self._go_live(draft, self._appended)
             if self._chunks >= CHUNK_BATCH:
                 self._commit_wanted = True
                 self._ensure_writer()
@@ -183,6 +188,13 @@ class Journal:
             if self._live is not None:  # only the live lane (_go_live) reads these positions
                 if kind == "node:started":
                     self._started[(draft.node_id, draft.scope)] = self._appended
+                    if draft.payload.get("nodeType") in LIVE_NODE_TYPES:
+                        # Its chunks go live once this is durable: write it now, not after
+                        # flush_ms (one write per llm run; a fast provider's first tokens
+                        # would otherwise wait for it).
+                        self._commit_wanted = True
+                        self._ensure_writer()
+                        return
                 elif kind in _NODE_ENDS:
                     self._started.pop((draft.node_id, draft.scope), None)
             self._urgent = True
@@ -205,17 +217,18 @@ class Journal:
         self._timer_delay = delay
         self._timer = loop.call_later(delay, self._flush)
 
-    def _go_live(self, draft: EventDraft) -> None:
-        """Hand a chunk to the live lane with its seq-to-be, when that is safe (see above)."""
+    def _go_live(self, draft: EventDraft, position: int) -> None:
+        """Hand the chunk appended at ``position`` to the live lane with its seq-to-be, when
+        that is safe (see above)."""
         assert self._base is not None and self._live is not None
-        if draft.payload.get("nodeType") not in LIVE_NODE_TYPES:
-            return
         started = self._started.get((draft.node_id, draft.scope))
         if started is not None and started > self._written:
-            return  # its node:started is not durable yet: the commit delivers this one
-        if self._appended - self._written > LIVE_WINDOW:
-            return  # too far past the last durable seq
-        self._live_out.append((self._base + self._appended, draft))
+            # Its node:started is not durable yet: try again after the next commit.
+            self._waiting.append((position, draft))
+            return
+        if position - self._written > LIVE_WINDOW:
+            return  # too far past the last durable seq: its commit delivers it
+        self._live_out.append((self._base + position, draft))
         if self._live_task is None:
             self._live_task = asyncio.get_running_loop().create_task(self._send_live())
 
@@ -370,6 +383,11 @@ class Journal:
             self._written += len(commit.events)
             if self._live is not None:
                 self._check_seqs()
+                if self._waiting and self._live is not None and self._base is not None:
+                    waiting, self._waiting = self._waiting, []
+                    for position, draft in waiting:
+                        if position > self._written:  # else it was just committed
+                            self._go_live(draft, position)
         # May buffer more work (successors finishing synchronously): the caller loops for it.
         self._on_durable(followups)
 
