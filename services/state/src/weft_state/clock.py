@@ -21,5 +21,9 @@ def from_epoch(seconds: float) -> datetime:
 
 def rfc3339(value: datetime) -> str:
     """``2026-01-02T03:04:05.678Z``: UTC with milliseconds (SPEC section 6)."""
-    value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:"
+        f"{value.minute:02d}:{value.second:02d}.{value.microsecond // 1000:03d}Z"
+    )
