@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import AsyncIterator, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias
 
 import grpc
@@ -58,8 +58,14 @@ def _ts(value: datetime | None) -> Timestamp | None:
     return ts
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _dt(ts: Timestamp, present: bool) -> datetime | None:
-    return ts.ToDatetime(tzinfo=UTC) if present else None
+    # = ts.ToDatetime(tzinfo=UTC) (microseconds, truncated), several times faster.
+    if not present:
+        return None
+    return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
 
 
 def _scope(entries: Iterable[workflow_pb2.ScopeEntry]) -> Scope:
