@@ -21,7 +21,9 @@ commit after it; a mismatch turns the live lane off). A live seq must never late
 event, even if this worker dies before the commit or loses its lease, so:
 
 - a chunk goes live only if its run's ``node:started`` is durable (the run is open in the log
-  from then on until its end is committed, and its chunks before that end);
+  from then on until its end is committed, and its chunks before that end). So the
+  ``node:started`` of a live node type is written at once, and chunks that arrive before it (or
+  before the first commit told us the seqs) wait in ``_waiting`` and go live when it lands;
 - and only up to ``LIVE_WINDOW`` seqs past the last durable one;
 - a worker taking over an execution with an open run of a live node type (``LIVE_NODE_TYPES``)
   commits ``LIVE_WINDOW`` placeholder chunks (``content: ""``, ``placeholder: true``) before
