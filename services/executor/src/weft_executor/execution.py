@@ -104,6 +104,9 @@ class ExecutionRun:
         self.runners = 0  # runner tasks alive
         self.executing = 0  # runners inside a node run
         self.in_runner = False  # processing a result inside a runner (it writes the commit)
+        self.lead_wanted = False  # a runner asked for a commit it writes itself (journal.lead)
+        # Runs that start without waiting for a commit (see flush_starts).
+        self.free_starts: list[NodeRun] = []
         self.resolve_deadline = False  # outcome durable, waiting for cancelled handlers to end
         self.waiting_worker = False  # the per-worker budget is spent; the engine pumps us later
         self.starting = False  # inside start(): no pause decision yet (see _started)
@@ -218,12 +221,29 @@ class ExecutionRun:
         self.uncommitted = True
 
     def flush_starts(self, starts: list[NodeRun]) -> None:
-        """Start ``starts`` once what was recorded for them is durable (at once on a replay)."""
+        """Start ``starts`` once what was recorded for them is durable (at once on a replay).
+
+        ``free_starts`` (a parallel's next branches, opened because a sibling branch finished)
+        start at once: nothing recorded here is theirs to wait for. When they are all there is,
+        no commit is asked for: the records ride on the next commit, or the journal's flush timer
+        writes them (group commit across branches; a crash before then re-runs the branch)."""
+        if self.free_starts:
+            free, self.free_starts = self.free_starts, []
+            self.work.extend(free)
+            if not starts:
+                if not self.in_runner:
+                    self.drain_work()
+                # else the runner drains them once its node run is over (see _runner)
+                return
         if self.uncommitted:
             self.uncommitted = False
             self.inflight += 1
             starts.append(_COMMIT)  # type: ignore[arg-type]
-            self.journal.commit(starts, spawn=not self.in_runner)
+            if self.in_runner:
+                self.lead_wanted = True  # the runner writes it right after (journal.lead)
+                self.journal.commit(starts, spawn=False)
+            else:
+                self.journal.commit(starts)
         elif starts:
             self.work.extend(starts)
             self.drain_work()
@@ -464,9 +484,13 @@ class ExecutionRun:
                     engine.release_worker_slot()
                     if self.resolve_deadline and not self.executing:
                         self._set_outcome()
-                # Write what this run recorded here, without a writer task (group commit: if a
-                # write is already in flight, it takes our records in its next batch).
-                await journal.lead()
+                if self.work:  # free starts (next parallel branches): ready now
+                    self.drain_work()
+                if self.lead_wanted:
+                    # Write what this run recorded here, without a writer task (group commit: if
+                    # a write is already in flight, it takes our records in its next batch).
+                    self.lead_wanted = False
+                    await journal.lead()
         finally:
             self.runners -= 1
             if not self.finishing:
@@ -1011,7 +1035,11 @@ class ExecutionRun:
         # Runs still open were cancelled by whoever ended the execution; idle runners exit on
         # their own (a runner may be writing a batch right now: never cancel it).
         # The final commit resolves the outcome once durable (see _on_durable).
-        self.journal.commit([_FINAL], spawn=not self.in_runner)
+        if self.in_runner:
+            self.lead_wanted = True
+            self.journal.commit([_FINAL], spawn=False)
+        else:
+            self.journal.commit([_FINAL])
 
     def _resolve_outcome(self) -> None:
         """Resolve ``done`` once no handler is still unwinding from a cancellation (bounded)."""

@@ -51,8 +51,13 @@ class ParallelRun(ContainerRun):
         items = collection_items(self.node.id, "items", resolver.render(self.config["items"]))
         return {"total": len(items), "items": items}
 
-    def _launch(self, starts: list[NodeRun]) -> None:
-        """Open branches while the concurrency bound allows; complete when all are done."""
+    def _launch(self, starts: list[NodeRun], *, free: bool = False) -> None:
+        """Open branches while the concurrency bound allows; complete when all are done.
+
+        ``free``: a branch finished (not a failure): the branches it makes room for depend on
+        nothing it recorded, so their entries go to ``free_starts`` and start without waiting
+        for its commit (the container's own completion still goes through ``starts``)."""
+        entries = self.ex.free_starts if free else starts
         limit = self.max_concurrency
         active = self.active
         total = self.total
@@ -62,7 +67,7 @@ class ParallelRun(ContainerRun):
             self.next_index += 1
             frame = self.new_frame(i, items[i] if items is not None else None, total)
             if frame.pending:
-                self.enter(frame, starts)
+                self.enter(frame, entries)
             else:
                 frame.closed = True
                 self.results[i] = frame_result(frame, self.exits)
@@ -80,7 +85,7 @@ class ParallelRun(ContainerRun):
             frame.outputs.get(exits[0]) if len(exits) == 1 else frame_result(frame, exits)
         )
         self.finished += 1
-        self._launch(starts)
+        self._launch(starts, free=True)
 
     def frame_failed(self, frame: Frame, error: dict[str, Any], starts: list[NodeRun]) -> None:
         if self.closed:
