@@ -223,6 +223,24 @@ async def test_a_malformed_item_fails_alone_and_one_execution_twice_is_refused(
     bad, ok = reply.outcomes
     assert bad.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "without a type" in bad.message
     assert (ok.response.version, ok.response.last_seq) == (1, 1)
+    # A payload that is not a JSON object is refused when the event is composed: that item only.
+    reply = await stub.CommitSteps(
+        S.CommitStepsRequest(
+            commits=[
+                S.CommitStepRequest(
+                    lease=b, expected_version=1, events=[draft("node:started", "n")]
+                ),
+                S.CommitStepRequest(
+                    lease=a,
+                    expected_version=0,
+                    events=[S.EventDraft(type="node:started", payload_json="[1]")],
+                ),
+            ]
+        )
+    )
+    ok, bad = reply.outcomes
+    assert (ok.response.version, ok.response.last_seq) == (2, 2)
+    assert bad.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "JSON object" in bad.message
 
     twice = S.CommitStepRequest(lease=a, expected_version=0, events=[draft("execution:started")])
     with pytest.raises(grpc.aio.AioRpcError) as info:

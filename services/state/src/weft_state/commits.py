@@ -187,7 +187,11 @@ async def _commit_fast_group(
     now = utcnow()
     items: list[tuple[int, CommitRequest, list[str], list[Any]]] = []
     for i, req in enumerate(reqs):
-        tails = [event_tail(req.lease.execution_id, d, now) for d in req.events]
+        try:
+            tails = [event_tail(req.lease.execution_id, d, now) for d in req.events]
+        except WeftError as exc:  # a malformed event payload fails its own item only
+            out[i] = exc
+            continue
         args = fast_commit_args(req, tails, now)
         if args is None:
             general[i] = True
