@@ -28,10 +28,12 @@ __all__ = [
 
 
 class ScopeEntry(NamedTuple):
-    """One enclosing container iteration/branch (a tuple: cheap to build, once per frame)."""
+    """One enclosing container iteration/branch (a tuple: cheaper to build and to hash than a
+    frozen dataclass; one per frame)."""
 
     container: str
-    index: int
+    # The field shadows tuple.index (the method), as intended: ``entry.index`` is the int.
+    index: int  # type: ignore[assignment]
 
 
 Scope = tuple[ScopeEntry, ...]
