@@ -2,8 +2,9 @@
 
 Every record is stamped with the ids that let an operator join logs to traces and executions:
 the current OpenTelemetry ``trace_id``/``span_id`` (when a span is recording) and the
-``execution_id``/``node_id`` the engine put in context (``log_context`` or the telemetry span
-helpers, which set them for the span's duration). ``WEFT_LOG_JSON=true`` turns JSON on.
+``execution_id``/``node_id`` the engine put in context (``log_context``, the telemetry span
+helpers, which set them for the span's duration, or the engine around each node attempt through
+``LOG_IDS``, whatever the telemetry). ``WEFT_LOG_JSON=true`` turns JSON on.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import orjson
 from opentelemetry import trace
 
 __all__ = [
+    "LOG_IDS",
     "ContextFilter",
     "JsonFormatter",
     "current_log_ids",
@@ -32,6 +34,11 @@ __all__ = [
 _log_ids: ContextVar[tuple[str | None, str | None, Any]] = ContextVar(
     "weft_log_ids", default=(None, None, None)
 )
+
+# The same variable, for a hot path that cannot afford a ``log_context`` object: the engine sets
+# ``(execution_id, node_id, LOG_IDS.get()[2])`` around each node attempt and resets the token
+# after (about 0.1 us). Keep the third item as it is: it is the enclosing node span, if any.
+LOG_IDS = _log_ids
 
 
 def current_log_ids() -> tuple[str | None, str | None]:
@@ -121,13 +128,14 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """The human format, with the execution/node/trace ids appended when a record has them."""
+    """The human format, with the execution/node/trace ids appended to the message when a record
+    has them (before a traceback, so they stay on the record's first line)."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
         ids = [
             f"{key}={value}"
             for key in ("execution_id", "node_id", "trace_id")

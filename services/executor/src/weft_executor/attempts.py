@@ -13,6 +13,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from weft_common._telemetry_state import flags
+from weft_common.logging_setup import LOG_IDS
 
 from .frames import Frame, NodeRun
 from .handlers.base import HANDLERS, NodeContext, NodeFailure, NodeResult, Resolver
@@ -70,6 +71,9 @@ async def run_attempts(ex: ExecutionRun, run: NodeRun) -> NodeResult | NodeFailu
         if resume is not None:
             ctx.extras["started_at"] = run.started_at
         chunks_before = run.chunks
+        # The attempt's ids on every log record in it (the handler's, the failure line below),
+        # whatever the telemetry: one ContextVar set (the node span, 3rd item, is kept).
+        log_ids = LOG_IDS.set((ex.execution_id, node.id, LOG_IDS.get()[2]))
         try:
             if timeout is None and not (flags.tracing or flags.metrics):
                 result = await handler.execute(ctx)  # what run_attempt does then, a level less
@@ -94,6 +98,8 @@ async def run_attempts(ex: ExecutionRun, run: NodeRun) -> NodeResult | NodeFailu
         except Exception as exc:
             log.exception("node %s (%s) handler raised", node.id, node.type)
             failure = NodeFailure(f"node {node.id}: {type(exc).__name__}: {exc}", "HANDLER_ERROR")
+        finally:
+            LOG_IDS.reset(log_ids)
         if not failure.retryable or attempt >= policy.max_attempts:
             return failure
         if run.chunks > chunks_before:
