@@ -6,7 +6,9 @@ event log, ``parent_execution_id``/``parent_node_id``/``depth`` set), created un
 idempotency key derived from the parent's node run, so a node that runs again after a crash
 finds the child it started instead of starting a second one. A child created here is claimed by
 this worker at once when it has room (as ``StartExecution`` does); otherwise any worker's claim
-loop picks it up.
+loop picks it up. The child is created with the node attempt's ``traceparent``
+(``CreateExecutionRequest.trace_context``), so its first run is part of the parent's trace
+wherever it runs.
 
 Waking a parked parent when its child ends, and cancelling children with their parent, are done
 by the state service inside the transaction that ends an execution (``weft_state.children``).
@@ -29,6 +31,7 @@ from weft_common import jsonutil
 from weft_common.errors import DeadlineExceeded, Unavailable, WeftError
 
 from .settings import ExecutorSettings
+from .tracing import creation_trace_context
 
 if TYPE_CHECKING:
     from .clients import StateClient
@@ -201,6 +204,9 @@ class ChildExecutions:
             parent_node_id=parent_node_id,
             depth=depth,
             lease_ms=self.settings.lease_ms,
+            # The node attempt's span (current here): the child's first run continues the
+            # parent's trace on whichever executor claims it ("" with tracing off).
+            trace_context=creation_trace_context(),
         )
         worker = self.worker
         reserved = worker is not None and worker.try_reserve()
