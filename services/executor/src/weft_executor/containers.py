@@ -36,11 +36,17 @@ class ContainerRun(ABC):
         self.active: dict[int, Frame] = {}
         self.results: list[Any] = []
         self.closed = False
+        # This run's attempt (``retry`` on the container: each attempt is a fresh run of the
+        # body). Attempt n > 1 keys its body runs and decisions apart ("b@L~2:0", "L#start~2"),
+        # so steps, idempotency keys and a replay never mix two attempts; scopes stay the same.
+        self.attempt = attempt = run.attempt
+        self.timed = False  # a timeoutMs timer is armed (ExecutionRun.container_timers)
         # What every body frame shares, computed once per container run (not per frame).
         parent = run.frame
         self._parent_frame = parent
         self._scope = parent.scope
-        self._key_prefix = parent.child_key_prefix(cid)
+        prefix = parent.child_key_prefix(cid)
+        self._key_prefix = prefix if attempt <= 1 else f"{prefix[:-1]}~{attempt}:"
         self._members = plan.member_count[cid]
         self._entry_nodes = plan.entry_nodes[cid]
 
@@ -54,19 +60,24 @@ class ContainerRun(ABC):
         """One iteration/branch finished: record its result, open the next or close the container."""
 
     def frame_failed(self, frame: Frame, error: dict[str, Any], starts: list[NodeRun]) -> None:
-        """Default: the body's failure is the container's failure (routable by its error edge)."""
+        """Default: the body's failure is the container's failure (routable by its error edge;
+        a new attempt when the container has ``retry`` left)."""
         self.active.pop(frame.index, None)
         self.fail(error, starts)
 
     def cancel(self) -> None:
         """Cancel every active body frame (the engine ends the container run itself)."""
         self.closed = True
+        if self.timed:
+            self.ex.stop_container_timer(self)
         for frame in list(self.active.values()):
             self.ex.cancel_frame(frame)
         self.active.clear()
 
     def close(self) -> None:
         self.closed = True
+        if self.timed:
+            self.ex.stop_container_timer(self)
         self.active.clear()
 
     # -- helpers ---------------------------------------------------------------------------
@@ -104,11 +115,19 @@ class ContainerRun(ABC):
         results, self.results = self.results, []
         self.ex.container_completed(self.run, results, starts)
 
-    def fail(self, error: dict[str, Any], starts: list[NodeRun]) -> None:
+    def fail(self, error: dict[str, Any], starts: list[NodeRun], *, retryable: bool = True) -> None:
+        """This attempt failed: stop its body; the engine retries the container (``retry``,
+        ``retryable``) or fails it."""
         if self.closed:
             return
         self.cancel()
-        self.ex.fail_node(self.run, error, starts)
+        self.ex.container_failed(self.run, error, retryable, starts)
+
+    def decide(self, name: str, make: Any) -> dict[str, Any]:
+        """A recorded decision of this attempt (``ExecutionRun.decision``)."""
+        return self.ex.decision(
+            self.run, name if self.attempt <= 1 else f"{name}~{self.attempt}", make
+        )
 
     def failure(self, message: str, code: str) -> NodeFailure:
         return NodeFailure(f"node {self.node.id}: {message}", code, retryable=False)

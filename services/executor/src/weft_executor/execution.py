@@ -41,6 +41,7 @@ from .records import (
 from .tracing import count_finished, trace_step, track_run
 
 if TYPE_CHECKING:
+    from .containers import ContainerRun
     from .engine import Engine, Outcome, Resume
 
 __all__ = ["ExecutionRun"]
@@ -55,6 +56,13 @@ _ERROR = ("error",)
 # Enum members as module constants: ``NodeStatus.X`` is a slow metaclass lookup on hot paths.
 _SUCCEEDED = NodeStatus.SUCCEEDED
 _SKIPPED = NodeStatus.SKIPPED
+
+
+def _ident(run: NodeRun) -> str:
+    """The run's key as the log and resumes name it (``scope_key``): its own key, except in a
+    retried container's attempt, whose keys carry the attempt ("b@L~2:0" -> "b@L:0")."""
+    key = run.key
+    return key if "~" not in key else scope_key(run.node.id, run.frame.scope)
 
 
 class ExecutionRun:
@@ -113,6 +121,12 @@ class ExecutionRun:
         self.tasks: set[asyncio.Task[None]] = set()
         self.parked: dict[str, NodeRun] = {}
         self.wake_timers: dict[str, asyncio.TimerHandle] = {}  # durable waits due while running
+        # Containers with a timeoutMs: their running attempt's timer, by container run key.
+        self.container_timers: dict[str, asyncio.TimerHandle] = {}
+        # Containers waiting to start their next attempt (retry backoff), by container run key.
+        self.retry_timers: dict[str, asyncio.TimerHandle] = {}
+        # Runs of output nodes inside containers: name -> {scope: value} (see _final_outputs).
+        self.nested_outputs: dict[str, dict[Scope, Any]] = {}
         self.inflight = 0  # commit() calls whose followups have not come back yet
         self.uncommitted = False  # a step was recorded since the last commit() call
         self.draining = False
@@ -340,7 +354,12 @@ class ExecutionRun:
             run.container.cancel()
         if run.task is not None:
             run.task.cancel()
-        self.parked.pop(run.key, None)
+        if self.retry_timers:
+            timer = self.retry_timers.pop(run.key, None)
+            if timer is not None:
+                timer.cancel()  # a container between two attempts
+        if self.parked:
+            self.parked.pop(_ident(run), None)
         now = time.time()
         self.event("node:cancelled", run=run)
         self.journal.node_log(
@@ -448,9 +467,9 @@ class ExecutionRun:
     def _drop(self, run: NodeRun) -> None:
         """A run whose frame was cancelled before it started. If its node:started is already in
         the log (a crashed worker's, or a parked approval's), end it there too."""
-        if not run.finished and (run.key in self.open_logged or run.resume is not None):
+        if not run.finished and (_ident(run) in self.open_logged or run.resume is not None):
             run.finished = True
-            self.open_logged.discard(run.key)
+            self.open_logged.discard(_ident(run))
             self.node_event("node:cancelled", run, {})
 
     async def _runner(self) -> None:
@@ -507,6 +526,7 @@ class ExecutionRun:
             or self.draining
             or self.top.closed
             or self.starting
+            or self.retry_timers
         ):
             return
         if self.parked:
@@ -522,8 +542,8 @@ class ExecutionRun:
         run.task = task
         if run.resume is None:
             run.started_at = now = time.time()
-            if self.open_logged and run.key in self.open_logged:
-                self.open_logged.discard(run.key)
+            if self.open_logged and _ident(run) in self.open_logged:
+                self.open_logged.discard(_ident(run))
             else:
                 self.journal.event(
                     EventDraft(
@@ -666,11 +686,12 @@ class ExecutionRun:
         self._park_or_resume(run)
 
     def _park_or_resume(self, run: NodeRun) -> None:
-        queue = self.pending_resumes.get(run.key)
+        ident = _ident(run)
+        queue = self.pending_resumes.get(ident)
         if queue:
             resume = queue.popleft()
             if not queue:
-                del self.pending_resumes[run.key]
+                del self.pending_resumes[ident]
             self._resume_parked(run, resume)
         else:
             wake_at = run.parked.wake_at if run.parked is not None else None
@@ -689,11 +710,11 @@ class ExecutionRun:
                 # branch busy) wakes here; once the execution pauses, the state service hands it
                 # back to a worker at wake_at and the replay wakes it (above).
                 self.wake_timers[run.key] = self.loop.call_later(delay, self._wake, run)
-            self.parked[run.key] = run
+            self.parked[ident] = run
 
     def _wake(self, run: NodeRun) -> None:
         self.wake_timers.pop(run.key, None)
-        if not self.finishing and self.parked.get(run.key) is run:
+        if not self.finishing and self.parked.get(_ident(run)) is run:
             from .engine import Resume
 
             self.resume(Resume("", run.node.id, run.frame.scope))
@@ -729,7 +750,13 @@ class ExecutionRun:
             frame.outputs[nid] = output
             name = plan.output_names.get(nid)
             if name is not None:
-                self.outputs[name] = output
+                if frame is self.top:
+                    self.outputs[name] = output
+                else:  # one value per run, ordered by scope at the end (_final_outputs)
+                    runs = self.nested_outputs.get(name)
+                    if runs is None:
+                        runs = self.nested_outputs[name] = {}
+                    runs[frame.scope] = output
             elif frame is self.top and nid in plan.leaf_outputs:
                 self.outputs[nid] = output
         if node.outgoing:
@@ -847,24 +874,130 @@ class ExecutionRun:
 
     # ------------------------------------------------------------------ containers
     def _start_container(self, run: NodeRun, starts: list[NodeRun]) -> None:
-        from .containers import make_container
-
         frame = run.frame
         frame.open[run.node.id] = run
         run.started_at = time.time()
-        decided = f"{run.key}#start" in self.replay
-        if run.key in self.open_logged or decided:
-            self.open_logged.discard(run.key)
+        run.attempt = 1
+        decided = False
+        if self.replay:
+            decided = f"{run.key}#start" in self.replay
+            # A retried container: the replay goes straight to its latest attempt.
+            retried = self.replay.pop(f"{run.key}#attempt", None)
+            if retried is not None and retried.data:
+                run.attempt = int(retried.data["attempt"])
+                decided = True
+        ident = _ident(run)
+        if ident in self.open_logged or decided:
+            self.open_logged.discard(ident)
         else:
             self.event("node:started", run=run, payload={})
-        run.attempt = 1
+        self._container_attempt(run, starts)
+
+    def _container_attempt(self, run: NodeRun, starts: list[NodeRun]) -> None:
+        """Start attempt ``run.attempt`` of a container: a fresh run of its body."""
+        from .containers import make_container
+
         container = make_container(self, run)
         run.container = container
+        timeout_ms = run.node.timeout_ms
+        if timeout_ms:
+            container.timed = True
+            self.container_timers[run.key] = self.loop.call_later(
+                timeout_ms / 1000, self._container_timeout, container
+            )
         try:
             container.start(starts)
         except NodeFailure as exc:
             container.close()
-            self.fail_node(run, exc.to_error(run.node.id), starts)
+            self.container_failed(run, exc.to_error(run.node.id), exc.retryable, starts)
+
+    def stop_container_timer(self, container: ContainerRun) -> None:
+        container.timed = False
+        timer = self.container_timers.pop(container.run.key, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _container_timeout(self, container: ContainerRun) -> None:
+        """A container's attempt ran past its timeoutMs: cancel its body, fail the attempt."""
+        run = container.run
+        self.container_timers.pop(run.key, None)
+        container.timed = False
+        if self.finishing or container.closed or run.finished:
+            return
+        try:
+            node = run.node
+            error = NodeFailure(
+                f"node {node.id}: attempt {run.attempt} timed out after {node.timeout_ms} ms",
+                "TIMEOUT",
+            ).to_error(node.id)
+            starts: list[NodeRun] = []
+            container.fail(error, starts)
+            self.flush_starts(starts)
+        except Exception as exc:
+            self._internal_error(exc)
+
+    def container_failed(
+        self, run: NodeRun, error: dict[str, Any], retryable: bool, starts: list[NodeRun]
+    ) -> None:
+        """A container attempt failed (its body is cancelled already): another attempt after the
+        backoff while ``retry`` allows, else the container fails (routable by its error edge).
+
+        A retry discards what the failed attempt produced: its results, its frames and the runs
+        of output nodes inside it (``nested_outputs``); variables it set and calls it made stay.
+        The next attempt is recorded (``"<key>#attempt"``) with the ``node:retrying`` event, so a
+        replay goes straight to it."""
+        node = run.node
+        policy = node.retry
+        if not retryable or run.attempt >= policy.max_attempts or self.finishing:
+            self.fail_node(run, error, starts)
+            return
+        run.container = None
+        delay_ms = policy.delay_ms(run.attempt)
+        self.event(
+            "node:retrying",
+            run=run,
+            payload={"attempt": run.attempt, "error": error, "delayMs": delay_ms},
+        )
+        self.record(
+            StepRecord(
+                key=f"{run.key}#attempt",
+                node_id=node.id,
+                scope=run.frame.scope,
+                status=NodeStatus.RUNNING,
+                data={"attempt": run.attempt + 1},
+            )
+        )
+        if self.nested_outputs:
+            self._discard_nested_outputs(run)
+        self.retry_timers[run.key] = self.loop.call_later(
+            delay_ms / 1000, self._retry_container, run
+        )
+
+    def _retry_container(self, run: NodeRun) -> None:
+        self.retry_timers.pop(run.key, None)
+        if self.finishing or run.finished or run.frame.closed:
+            return
+        try:
+            run.attempt += 1
+            starts: list[NodeRun] = []
+            self._container_attempt(run, starts)
+            self.flush_starts(starts)
+        except Exception as exc:
+            self._internal_error(exc)
+
+    def _discard_nested_outputs(self, run: NodeRun) -> None:
+        """Forget the output-node runs inside the container run ``run`` (a retried attempt)."""
+        base = run.frame.scope
+        depth = len(base)
+        cid = run.node.id
+        for runs in self.nested_outputs.values():
+            stale = [
+                s
+                for s in runs
+                if len(s) > depth and s[depth].container == cid and s[:depth] == base
+            ]
+            for s in stale:
+                del runs[s]
 
     def decision(
         self, run: NodeRun, name: str, make: Callable[[], dict[str, Any]]
@@ -910,7 +1043,7 @@ class ExecutionRun:
                 node_type=node.type,
                 scope=run.frame.scope,
                 status=NodeStatus.SUCCEEDED,
-                attempt=1,
+                attempt=run.attempt,
                 started_at=run.started_at,
                 finished_at=now,
                 output=output,
@@ -955,6 +1088,8 @@ class ExecutionRun:
             return
         self.finishing = True
         self.status = "SUCCEEDED"
+        if self.nested_outputs:
+            self._final_outputs()
         self.event("execution:completed", payload={"outputs": self.outputs})
         self._finalize(
             ControlUpdate(
@@ -964,6 +1099,14 @@ class ExecutionRun:
                 release_lease=True,
             )
         )
+
+    def _final_outputs(self) -> None:
+        """An output node inside containers gives the list of its runs' values, ordered by scope
+        (iteration/branch indices, outer first), not by finish order. Scopes where it did not
+        run (skipped, a loop of no iterations) have no entry; no run at all, no output."""
+        for name, runs in self.nested_outputs.items():
+            if runs:
+                self.outputs[name] = [runs[s] for s in sorted(runs)]
 
     def _fail_execution(self, error: dict[str, Any]) -> None:
         if self.finishing:
@@ -1017,6 +1160,10 @@ class ExecutionRun:
         for timer in self.wake_timers.values():
             timer.cancel()
         self.wake_timers.clear()
+        for timers in (self.container_timers, self.retry_timers):
+            for timer in timers.values():
+                timer.cancel()
+            timers.clear()
         if self.pending_resumes:
             # Resumes for nodes this run never parked (stale or duplicate): report them consumed
             # so the queue cannot replay them forever; the log says why.

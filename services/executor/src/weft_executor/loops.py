@@ -35,8 +35,10 @@ class LoopRun(ContainerRun):
         self.items: list[Any] | None = None
         self.total: int | None = None
         self.index = 0
+        # ``while``: the body outputs of the iteration that just finished, for the next test.
+        self.last_outputs: dict[str, Any] | None = None
         if self.kind in ("for", "forEach"):
-            data = self.ex.decision(self.run, "start", self._decide_items)
+            data = self.decide("start", self._decide_items)
             self.items = data.get("items")
             self.total = int(data["total"])
             if self.total > self.max_iterations:
@@ -70,15 +72,21 @@ class LoopRun(ContainerRun):
         def decide() -> dict[str, Any]:
             return {"value": bool(self.ex.resolver_for(frame).evaluate(condition))}
 
-        return bool(self.ex.decision(self.run, name, decide)["value"])
+        return bool(self.decide(name, decide)["value"])
 
     def _should_run(self, k: int) -> bool:
         """Whether iteration ``k`` runs (``doWhile`` decided after the previous one)."""
         if self.kind in ("for", "forEach"):
             assert self.total is not None
             return k < self.total
-        if self.kind == "while" and not self._test(self.new_frame(k, None, None), f"while:{k}"):
-            return False
+        if self.kind == "while":
+            # The test sees ``loop.index`` = k (the iteration about to run) and the body outputs
+            # of iteration k-1 (absent before the first), as doWhile sees the finished one.
+            probe = self.new_frame(k, None, None)
+            if self.last_outputs is not None:
+                probe.outputs, self.last_outputs = self.last_outputs, None
+            if not self._test(probe, f"while:{k}"):
+                return False
         if k >= self.max_iterations:
             raise self.failure(
                 f"still running after maxIterations {self.max_iterations}", "MAX_ITERATIONS"
@@ -109,19 +117,21 @@ class LoopRun(ContainerRun):
                 if not self._again(frame):
                     break
         except NodeFailure as exc:
-            self.fail(exc.to_error(self.node.id), starts)
+            self.fail(exc.to_error(self.node.id), starts, retryable=exc.retryable)
             return
         self.complete(starts)
 
     def frame_done(self, frame: Frame, starts: list[NodeRun]) -> None:
         if self.closed:
             return
+        if self.kind == "while":
+            self.last_outputs = frame.outputs
         self.results.append(self.result_of(frame))
         self.index += 1
         try:
             again = self._again(frame)
         except NodeFailure as exc:
-            self.fail(exc.to_error(self.node.id), starts)
+            self.fail(exc.to_error(self.node.id), starts, retryable=exc.retryable)
             return
         if again:
             self._advance(starts)

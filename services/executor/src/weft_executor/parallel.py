@@ -30,7 +30,7 @@ class ParallelRun(ContainerRun):
         limit = cfg.get("maxConcurrency")
         self.max_concurrency = count_value(self.node.id, "maxConcurrency", limit) if limit else 0
         self.continue_on_error = bool(cfg.get("continueOnError", False))
-        data = self.ex.decision(self.run, "start", self._decide)
+        data = self.decide("start", self._decide)
         self.items: list[Any] | None = data.get("items")
         self.total = int(data["total"])
         self.results = [None] * self.total
