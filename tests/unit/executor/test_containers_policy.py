@@ -422,3 +422,33 @@ async def test_a_pause_stops_the_container_clock_and_the_continuation_finishes()
     done = await run.wait()
     assert done.status == "SUCCEEDED" and done.outputs == {"out": ["fine"]}
     run.check_log()
+
+
+async def test_a_nested_retried_loop_discards_only_its_own_branchs_outputs(script: Script) -> None:
+    """Branch 1's loop fails in its second iteration (after the output ran there); its retry
+    runs one iteration only. Branch 0's runs stay; branch 1 keeps only the retry's run."""
+    state = {"failed": False}
+
+    async def body(ctx: NodeContext) -> NodeResult:
+        branch, i = ctx.scope[0].index, ctx.scope[1].index
+        if branch == 1 and i == 1 and not state["failed"]:
+            state["failed"] = True
+            raise NodeFailure("once", "E_ONCE", retryable=False)
+        if branch == 1 and state["failed"]:
+            return NodeResult(output=i, variables={"limit1": 1})
+        return NodeResult(output=i)
+
+    script.on("w", body)
+    run = await run_json(
+        wf(P("p", kind="count", count=2),
+           with_policy(L("L", kind="while", parent="p",
+                         condition="loop.index < (p.index = 1 ? var.limit1 : 2)"),
+                       retry={"maxAttempts": 2, "initialIntervalMs": 1}),
+           O("o", "{{p.index}}-{{L.index}}", parent="L"), W("w", parent="L"),
+           edges=[("start", "p"), ("o", "w")], variables={"limit1": 3}),
+    )
+    assert run.outcome.status == "SUCCEEDED", run.outcome.error
+    assert run.outcome.outputs == {"o": ["0-0", "0-1", "1-0"]}
+    ran = [tuple(s["index"] for s in e["scope"]) for e in run.events
+           if e["type"] == "node:completed" and e["nodeId"] == "o"]
+    assert sorted(ran) == [(0, 0), (0, 1), (1, 0), (1, 0), (1, 1)]
