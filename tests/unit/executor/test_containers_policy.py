@@ -122,7 +122,7 @@ async def test_failed_loop_attempt_is_retried_as_a_whole(script: Script) -> None
     assert retrying["attempt"] == 1 and retrying["error"]["code"] == "E_BODY"
     assert retrying["delayMs"] == 10
     done = next(e for e in run.events if e["type"] == "node:completed" and e["nodeId"] == "L")
-    assert done["output"] == {"results": [0, 10, 20]}
+    assert done["output"] == {"results": [0, 10, 20]} and done["attempt"] == 2
     log = [n for n in run.store.node_logs if n.node_id == "L"]
     assert [(n.status.value, n.attempt) for n in log] == [("SUCCEEDED", 2)]
 

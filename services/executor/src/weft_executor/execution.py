@@ -1027,7 +1027,7 @@ class ExecutionRun:
         except NodeFailure as exc:
             self.fail_node(run, exc.to_error(node.id), starts)
             return
-        self.event("node:completed", run=run, payload={"output": output})
+        self.event("node:completed", run=run, payload={"output": output, "attempt": run.attempt})
         now = time.time()
         self.record(
             StepRecord(
