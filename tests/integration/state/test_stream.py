@@ -391,3 +391,61 @@ async def test_live_events_cross_replicas_through_redis(postgres_backend: Backen
         for s in (reader, writer):
             await s.bus.close()
             await s.db.close()
+
+
+@pytest.mark.parametrize("scripts", [True, False], ids=["one-eval-per-batch", "refused-script"])
+async def test_a_burst_of_publishes_crosses_replicas_complete_and_in_order(
+    postgres_backend: Backend, scripts: bool
+) -> None:
+    """A burst of publishes on several channels (sent in batches, one EVAL per batch, or one
+    PUBLISH each once Redis refuses the script) reaches the other replica whole and in order
+    per execution, interleaved with an execution nobody streams there."""
+    from redis.exceptions import ResponseError
+
+    prefix = f"{postgres_backend.redis_prefix}burst{scripts}:"
+    writer = RedisBus(postgres_backend.redis_url, prefix=prefix)
+    reader = RedisBus(postgres_backend.redis_url, prefix=prefix)
+    await writer.start()
+    await reader.start()
+    try:
+        refusals = evals = 0
+        if scripts:
+            evaluate = writer._redis.eval
+
+            async def count(*args: object) -> object:
+                nonlocal evals
+                evals += 1
+                return await evaluate(*args)  # type: ignore[arg-type]
+
+            writer._redis.eval = count  # type: ignore[method-assign]
+        else:
+            async def refuse(*args: object) -> None:
+                nonlocal refusals
+                refusals += 1
+                raise ResponseError("NOPERM this user has no permissions to run the 'eval' command")
+
+            writer._redis.eval = refuse  # type: ignore[method-assign]
+        subs = {eid: reader.subscribe(eid) for eid in ("a", "b", "c")}
+        for _ in range(100):
+            if reader.connected and writer.connected and reader._pubsub is not None:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # the SUBSCRIBEs took effect
+        n = 700  # more than one send batch (512 messages)
+        for seq in range(1, n + 1):
+            for eid in ("a", "b", "c", "unwatched"):
+                writer.publish(eid, [StoredEvent(eid, seq, "node:completed", "n", f'{{"seq":{seq}}}')])
+        for eid, sub in subs.items():
+            got = []
+            while len(got) < n:
+                event = await sub.get(10)
+                assert event is not None, f"{eid}: only {len(got)} of {n} events arrived"
+                got.append(event)
+            assert [e.seq for e in got] == list(range(1, n + 1))
+            assert {e.execution_id for e in got} == {eid} and not sub.overflowed
+        assert writer._scripts is scripts
+        assert refusals == (0 if scripts else 1)
+        assert (evals >= 1) is scripts  # the script carried the batches (4 x 700 messages)
+    finally:
+        await reader.close()
+        await writer.close()
