@@ -5,7 +5,9 @@ service, printing ratios against the in-memory engine and against the previous r
     .venv/bin/python bench/durable.py [--quick]
 
 Set-up, as deployed: the state service runs in its own process (``python -m weft_state`` on a
-fresh PostgreSQL database, with Redis), the executor (gRPC server and worker) in this one;
+fresh PostgreSQL database, with Redis), the executor (gRPC server and worker) in this one, with
+the garbage-collector set-up the executor service applies at start (``ExecutorService.start``
+calls ``engine.tune_gc``; the in-memory baselines run after it, so with the same set-up);
 executions are started through ``ExecutorService.StartExecution`` of a registered workflow, run
 by the worker and committed with one ``CommitStep`` per step (grouped when steps finish together).
 
@@ -287,10 +289,11 @@ async def main(quick: bool) -> None:
     state = StateProcess(database, Path(tempfile.mkdtemp(prefix="weft-bench-")))
     try:
         state.start()
-        mem_node = await memory_chain_per_node(repeats)
-        mem_rate = await memory_throughput(total, 20)
         bare_ms = await bare_commit_ms(database)
         async with Harness(state.port) as h:
+            # In-memory baselines after ExecutorService.start: same collector set-up (tune_gc).
+            mem_node = await memory_chain_per_node(repeats)
+            mem_rate = await memory_throughput(total, 20)
             timer = CommitTimer()
             dur_node = await durable_chain_per_node(h, repeats)
             commit_ms = timer.median_ms()
