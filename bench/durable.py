@@ -99,6 +99,12 @@ class StateProcess:
             else:
                 time.sleep(0.05)
 
+    def cpu_s(self) -> float:
+        """CPU time (user + system) the state process has used so far, from /proc."""
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.terminate()
@@ -300,11 +306,18 @@ async def main(quick: bool) -> None:
             chain_commits = len(timer.samples)
             group = h.service.worker.commits
             rpcs_before = group.calls
+            cpu_before = state.cpu_s(), time.process_time()
             dur_rate = await durable_throughput(h, total, 20, repeats)
+            state_cpu, executor_cpu = (
+                state.cpu_s() - cpu_before[0],
+                time.process_time() - cpu_before[1],
+            )
             # Warm-up batch (2 x in flight) plus the measured repeats of the 10-node workflow.
             executions = 2 * 20 + total * repeats
             commits_per_execution = (len(timer.samples) - chain_commits) / executions
             rpcs_per_execution = (group.calls - rpcs_before) / executions
+            state_cpu_ms = state_cpu / executions * 1000
+            executor_cpu_ms = executor_cpu / executions * 1000
     finally:
         state.stop()
         await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
@@ -338,6 +351,10 @@ async def main(quick: bool) -> None:
             # CommitStep + CommitSteps RPCs: below the commits when commits of several
             # executions went together (cross-execution group commit).
             "commit_rpcs_per_10_node_execution": {"value": rpcs_per_execution, "unit": ""},
+            # CPU per execution of the two processes during the throughput runs (PostgreSQL's
+            # and Redis's own are not counted): what the 2 cores are shared out on.
+            "state_service_cpu_per_10_node_execution": {"value": state_cpu_ms, "unit": "ms"},
+            "executor_cpu_per_10_node_execution": {"value": executor_cpu_ms, "unit": "ms"},
         },
     )
 
