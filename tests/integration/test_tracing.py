@@ -1,7 +1,9 @@
 """One execution through the whole stack is ONE trace: the gateway's HTTP span, the gRPC hops to
 the executor, dag-builder and state service, the SQL statements, the execution span with its node
 spans, and the outbound HTTP request of an ``http`` node, whose ``traceparent`` the upstream
-receives. A paused execution resumed later links its new trace to the first one.
+receives. A paused execution resumed later links its new trace to the first one. An execution
+run by another replica than the one that took the request (its first run, or a sub-workflow's
+child) continues the same trace through the trace context stored with the execution.
 
 All four services run in this process on free ports with the in-memory test exporter, the way
 ``weft up`` runs them (one provider for the process; spans are told apart by ``rpc.service``).
@@ -10,6 +12,8 @@ All four services run in this process on free ports with the in-memory test expo
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,6 +170,68 @@ def _ancestors(span: ReadableSpan, by_id: dict[int, ReadableSpan]) -> list[Reada
         current = by_id[current.parent.span_id]
         chain.append(current)
     return chain
+
+@contextlib.asynccontextmanager
+async def _replica_stack(
+    backend: Backend, *, a: dict[str, Any], b: dict[str, Any] | None
+) -> AsyncIterator[tuple[str, Any, Any]]:
+    """State, dag-builder, executor replica A (and B, unless ``b`` is None) and a gateway that
+    sends StartExecution to A; ``a``/``b`` are each replica's ExecutorSettings overrides.
+    Yields (gateway URL, replica A, replica B or None); stops everything on the way out."""
+    grace = {"grpc_shutdown_grace_s": 0.5}
+    services: list[Any] = []
+    try:
+        state = await serve_state(
+            StateSettings(
+                port=0,
+                database_url=backend.database_url,
+                redis_url=backend.redis_url,
+                redis_prefix=backend.redis_prefix,
+                claim_poll_ms=50,
+                **grace,
+            )
+        )
+        services.append(state)
+        dag_builder = await serve_dag_builder(DagBuilderSettings(port=0, **grace))
+        services.append(dag_builder)
+        addrs = {
+            "state_addr": f"127.0.0.1:{state.port}",
+            "dag_builder_addr": f"127.0.0.1:{dag_builder.port}",
+        }
+        common = {"lease_ms": 3000, "heartbeat_ms": 300, "claim_poll_ms": 50, **addrs, **grace}
+        replica_a = await serve_executor(ExecutorSettings(port=0, **{**common, **a}))
+        services.append(replica_a)
+        replica_b = None
+        if b is not None:
+            replica_b = await serve_executor(ExecutorSettings(port=0, **{**common, **b}))
+            services.append(replica_b)
+        gateway = await serve_gateway(
+            GatewaySettings(
+                embedded=True,
+                http_host="127.0.0.1",
+                http_port=0,
+                api_tokens="",
+                executor_addr=f"127.0.0.1:{replica_a.port}",
+                **addrs,
+            )
+        )
+        services.append(gateway)
+        yield f"http://127.0.0.1:{gateway.port}", replica_a, replica_b
+    finally:
+        for service in reversed(services):
+            await service.stop()
+
+
+def _run_span(spans: list[ReadableSpan], execution_id: str) -> ReadableSpan | None:
+    """The ``execution`` span of one run of ``execution_id`` (None before it ended)."""
+    runs = [
+        s
+        for s in spans
+        if s.name.startswith("execution ") and _attr(s, "weft.execution.id") == execution_id
+    ]
+    assert len(runs) <= 1, [s.name for s in runs]
+    return runs[0] if runs else None
+
 
 
 def _workflow(upstream: HttpTestServer) -> dict[str, Any]:
@@ -356,44 +422,9 @@ async def test_a_first_run_claimed_by_another_replica_continues_the_trace(
     # Both replicas live in this process: keep A's in-process memory of the caller's context
     # (what spares the common case a lookup) from reaching B, as it could not across processes.
     monkeypatch.setattr(weft_executor.servicer, "remember_start_context", lambda _id: None)
-    grace = {"grpc_shutdown_grace_s": 0.5}
-    services: list[Any] = []
-    try:
-        state = await serve_state(
-            StateSettings(
-                port=0,
-                database_url=backend.database_url,
-                redis_url=backend.redis_url,
-                redis_prefix=backend.redis_prefix,
-                claim_poll_ms=50,
-                **grace,
-            )
-        )
-        services.append(state)
-        dag_builder = await serve_dag_builder(DagBuilderSettings(port=0, **grace))
-        services.append(dag_builder)
-        addrs = {
-            "state_addr": f"127.0.0.1:{state.port}",
-            "dag_builder_addr": f"127.0.0.1:{dag_builder.port}",
-        }
-        common = {"lease_ms": 3000, "heartbeat_ms": 300, "claim_poll_ms": 50, **addrs, **grace}
-        replica_a = await serve_executor(
-            ExecutorSettings(port=0, max_executions_per_worker=0, **common)
-        )
-        services.append(replica_a)
-        replica_b = await serve_executor(ExecutorSettings(port=0, **common))
-        services.append(replica_b)
-        gateway = await serve_gateway(
-            GatewaySettings(
-                embedded=True,
-                http_host="127.0.0.1",
-                http_port=0,
-                api_tokens="",
-                executor_addr=f"127.0.0.1:{replica_a.port}",
-                **addrs,
-            )
-        )
-        services.append(gateway)
+    async with _replica_stack(
+        backend, a={"max_executions_per_worker": 0}, b={}
+    ) as (gateway_url, replica_a, _):
         workflow = {
             "id": "elsewhere",
             "nodes": [
@@ -407,7 +438,7 @@ async def test_a_first_run_claimed_by_another_replica_continues_the_trace(
             ],
         }
         async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{gateway.port}", timeout=30
+            base_url=gateway_url, timeout=30
         ) as client:
             if registered:
                 created = await client.post("/v1/workflows", json=workflow)
@@ -429,9 +460,6 @@ async def test_a_first_run_claimed_by_another_replica_continues_the_trace(
         assert final["status"] == "SUCCEEDED", final
         assert final["outputs"] == {"done": 42}
         assert replica_a.worker.running_count == 0  # A never had room: B ran it
-    finally:
-        for service in reversed(services):
-            await service.stop()
 
     def ran(spans: list[ReadableSpan]) -> bool:
         return any(
@@ -473,3 +501,128 @@ async def test_a_first_run_claimed_by_another_replica_continues_the_trace(
         assert node.parent is not None and node.parent.span_id == run.context.span_id
     commits = [s for s in in_trace if s.name == f"{STATE}/CommitStep" and s.kind is SpanKind.CLIENT]
     assert commits and all(run in _ancestors(s, by_id) for s in commits)
+
+
+@pytest.mark.parametrize("where", ["same_replica", "other_replica"])
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
+async def test_child_execution_continues_the_parents_trace(
+    tel: TestTelemetry, backend: Backend, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """``other_replica``: replica A has room for one execution (the parent, which it takes at
+    once from StartExecution) and does not claim, so the child it creates is left to replica B's
+    claim loop; the trace can only reach B through the stored trace context. ``same_replica``:
+    A claims the child at once (its own reservation)."""
+    from weft_executor.worker import Worker
+
+    suffix = uuid.uuid4().hex[:8]
+    id_a, id_b = f"replica-a-{suffix}", f"replica-b-{suffix}"
+    ran_on: dict[str, str] = {}  # execution id -> worker id that ran it
+    run_leased = Worker.run_leased
+    claim_once = Worker._claim_once
+
+    def spy(self: Worker, lease: Any, **kw: Any) -> None:
+        ran_on.setdefault(lease.execution_id, self.worker_id)
+        run_leased(self, lease, **kw)
+
+    async def claim_unless_a(self: Worker, *, wait_ms: int) -> None:
+        # A's long poll (opened while it had room) could otherwise take the child: the worker's
+        # bound is soft by design (see Worker._claim_once).
+        if where == "other_replica" and self.worker_id == id_a:
+            await asyncio.sleep(wait_ms / 1000)
+            return
+        await claim_once(self, wait_ms=wait_ms)
+
+    monkeypatch.setattr(Worker, "run_leased", spy)
+    monkeypatch.setattr(Worker, "_claim_once", claim_unless_a)
+    child_wf, parent_wf = f"traced_child_{suffix}", f"traced_parent_{suffix}"
+    room = {"max_executions_per_worker": 1} if where == "other_replica" else {}
+    async with _replica_stack(
+        backend,
+        a={"worker_id": id_a, **room},
+        b={"worker_id": id_b} if where == "other_replica" else None,
+    ) as (gateway_url, _, _):
+        child = {
+            "id": child_wf,
+            "nodes": [
+                {"id": "start", "type": "start"},
+                {"id": "double", "type": "transform", "config": {"expression": "input.x * 2"}},
+                {
+                    "id": "out",
+                    "type": "output",
+                    "config": {"name": "doubled", "value": "{{double}}"},
+                },
+            ],
+            "edges": [
+                {"source": "start", "target": "double"},
+                {"source": "double", "target": "out"},
+            ],
+        }
+        parent = {
+            "id": parent_wf,
+            "nodes": [
+                {"id": "start", "type": "start"},
+                {
+                    "id": "sub",
+                    "type": "subworkflow",
+                    "config": {"workflowId": child_wf, "input": {"x": 21}},
+                },
+                {"id": "done", "type": "output", "config": {"value": "{{sub.doubled}}"}},
+            ],
+            "edges": [{"source": "start", "target": "sub"}, {"source": "sub", "target": "done"}],
+        }
+        async with httpx.AsyncClient(
+            base_url=gateway_url, timeout=30
+        ) as client:
+            created = await client.post("/v1/workflows", json=child)
+            assert created.status_code == 201, created.text
+            started = await client.post(
+                "/v1/executions",
+                json={"workflow": parent, "input": {}},
+                headers={"Accept": "application/json"},
+            )
+            assert started.status_code == 202, started.text
+            parent_id = started.json()["executionId"]
+            final = await _wait_status(client, parent_id, "SUCCEEDED", "FAILED", "CANCELLED")
+            assert final["status"] == "SUCCEEDED", final
+            assert final["outputs"] == {"done": 42}
+            listed = await client.get("/v1/executions", params={"workflowId": child_wf})
+            assert listed.status_code == 200, listed.text
+            [child_id] = [e["executionId"] for e in listed.json()]
+
+    assert ran_on[parent_id] == id_a
+    assert ran_on[child_id] == (id_b if where == "other_replica" else id_a), (where, ran_on)
+
+    spans = await _settle(
+        tel, lambda spans: all(_run_span(spans, e) for e in (parent_id, child_id))
+    )
+    parent_run, child_run = _run_span(spans, parent_id), _run_span(spans, child_id)
+    assert parent_run is not None and child_run is not None
+    [sub] = [
+        s
+        for s in spans
+        if _attr(s, "weft.node.id") == "sub" and _attr(s, "weft.execution.id") == parent_id
+    ]
+    assert sub.parent is not None and sub.parent.span_id == parent_run.context.span_id
+    # One trace: the child's run is a child of the parent's subworkflow node attempt span,
+    # continued from the context stored with the child (a remote parent), not a new trace.
+    assert child_run.context.trace_id == parent_run.context.trace_id
+    assert child_run.parent is not None
+    assert child_run.parent.span_id == sub.context.span_id
+    assert child_run.parent.is_remote
+    assert not _attr(child_run, "weft.execution.resumed")
+    child_nodes = [
+        s for s in spans if _attr(s, "weft.execution.id") == child_id and s is not child_run
+    ]
+    assert {_attr(s, "weft.node.id") for s in child_nodes} >= {"start", "double", "out"}
+    for node in child_nodes:
+        assert node.context.trace_id == parent_run.context.trace_id
+        assert node.parent is not None and node.parent.span_id == child_run.context.span_id
+    # The state service's CreateExecution for the child was made inside the node attempt too.
+    creates = [
+        s
+        for s in spans
+        if s.name.endswith("StateService/CreateExecution")
+        and s.kind is SpanKind.CLIENT
+        and s.context.trace_id == parent_run.context.trace_id
+    ]
+    assert any(s.parent is not None and s.parent.span_id == sub.context.span_id for s in creates)
