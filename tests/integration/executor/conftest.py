@@ -11,7 +11,7 @@ import os
 from collections.abc import AsyncIterator
 
 import pytest
-from executor_support import Backends, Stack
+from executor_support import Backends, Stack, start_stack
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +25,18 @@ async def executor_backends(tmp_path_factory: pytest.TempPathFactory) -> AsyncIt
 async def stack(request: pytest.FixtureRequest, executor_backends: Backends) -> Stack:
     """One stack per backend for the session: every test runs on PostgreSQL+Redis and SQLite."""
     return await executor_backends.shared_stack(request.param)
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+async def two_workers(
+    request: pytest.FixtureRequest, executor_backends: Backends
+) -> AsyncIterator[Stack]:
+    """Two executors on one fresh database with short leases, for take-over tests."""
+    stack = await start_stack(
+        await executor_backends.new(request.param), executors=2, lease_ms=1500, heartbeat_ms=250
+    )
+    yield stack
+    await stack.stop()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

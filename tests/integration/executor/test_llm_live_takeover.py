@@ -9,27 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from executor_support import Backends, Stack, check_log, outputs, start_stack
+from executor_support import Stack, check_log, outputs
 from helpers.fake_openai import FakeOpenAI, Reply
 
 from weft.state.v1 import state_pb2
 from weft_common import jsonutil
 from weft_executor.journal import LIVE_WINDOW
-
-
-@pytest.fixture(params=["postgres", "sqlite"])
-async def two_workers(
-    request: pytest.FixtureRequest, executor_backends: Backends
-) -> AsyncIterator[Stack]:
-    stack = await start_stack(
-        await executor_backends.new(request.param), executors=2, lease_ms=1500, heartbeat_ms=250
-    )
-    yield stack
-    await stack.stop()
 
 
 @pytest.fixture(scope="module")

@@ -14,17 +14,6 @@ from executor_support import Backends, Stack, check_log, outputs, start_stack
 from test_executor_service import approval_workflow, resume
 
 
-@pytest.fixture(params=["postgres", "sqlite"])
-async def two_workers(
-    request: pytest.FixtureRequest, executor_backends: Backends
-) -> AsyncIterator[Stack]:
-    stack = await start_stack(
-        await executor_backends.new(request.param), executors=2, lease_ms=1500, heartbeat_ms=250
-    )
-    yield stack
-    await stack.stop()
-
-
 @pytest.fixture(scope="module")
 def upstream() -> AsyncIterator[EffectsUpstream]:
     with EffectsUpstream() as fake:
