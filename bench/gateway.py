@@ -92,12 +92,13 @@ import asyncio, sys
 BODY = b'{"status":"ok"}'
 RESP = b"HTTP/1.1 200 OK\\r\\ncontent-type: application/json\\r\\ncontent-length: 15\\r\\n\\r\\n" + BODY
 async def handle(r, w):
-    while True:
-        head = await r.readuntil(b"\\r\\n\\r\\n")
-        if not head:
-            return
-        w.write(RESP)
-        await w.drain()
+    try:
+        while True:
+            await r.readuntil(b"\\r\\n\\r\\n")
+            w.write(RESP)
+            await w.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        w.close()  # the client closed its connection
 async def main():
     srv = await asyncio.start_server(handle, "127.0.0.1", int(sys.argv[1]))
     async with srv:
