@@ -168,6 +168,31 @@ async def test_child_outputs_become_the_node_output(stack: Stack) -> None:
     assert jsonutil.loads(logs["sub"].input_json)["childExecutionId"] == child.execution_id
 
 
+async def test_a_child_started_here_runs_without_a_load_round_trip(
+    stack: Stack, monkeypatch: Any
+) -> None:
+    """The executor that starts a child claims it in the CreateExecution call and gets what
+    LoadExecution would answer in the same reply: the child's first run loads nothing."""
+    loads: list[str] = []
+    for service in stack.executors:
+        client = service.clients.state
+        real = client.load
+
+        async def load(lease: state_pb2.Lease, real: Any = real) -> Any:
+            loads.append(lease.execution_id)
+            return await real(lease)
+
+        monkeypatch.setattr(client, "load", load)
+    child_wf, parent_wf = _id("double"), _id("parent")
+    await stack.register(child_double(child_wf))
+    await stack.register(parent_of(parent_wf, child_wf))
+    started = await stack.start(workflow_id=parent_wf, input={"n": 4})
+    parent = await stack.wait_status(started.execution_id, *("SUCCEEDED", "FAILED"))
+    assert outputs(parent) == {"result": {"doubled": 8}}
+    child = await one_child(stack, child_wf)
+    assert child.execution_id not in loads, "the child was loaded with a LoadExecution call"
+
+
 async def test_pinned_version_runs_that_version(stack: Stack) -> None:
     child_wf, parent_wf = _id("versioned"), _id("parent")
     v1 = await stack.register(child_double(child_wf))

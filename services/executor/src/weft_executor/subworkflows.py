@@ -213,6 +213,7 @@ class ChildExecutions:
         if reserved:
             assert worker is not None
             request.claim_worker_id = worker.worker_id
+            request.load = True  # what LoadExecution would say, in the same round trip
         try:
             response = await self._retrying(lambda: self.state.create_execution(request))
         except BaseException:
@@ -223,7 +224,8 @@ class ChildExecutions:
         if reserved:
             assert worker is not None
             if response.HasField("lease") and response.lease.token:
-                worker.run_leased(response.lease, reserved=True)
+                loaded = response.loaded if response.HasField("loaded") else None
+                worker.run_leased(response.lease, reserved=True, loaded=loaded)
             else:
                 worker.unreserve()
         self._remember(response.execution_id, depth, owner)
