@@ -41,10 +41,15 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import logging
+import os
+import threading
 import traceback
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from contextvars import ContextVar
+from itertools import repeat, starmap
+from operator import attrgetter
 from time import time_ns
 from types import MappingProxyType, TracebackType
 from typing import Any
@@ -58,15 +63,22 @@ from opentelemetry.sdk.trace import (
     SynchronousMultiSpanProcessor,
     TracerProvider,
 )
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation import _SPAN_KEY
 
+try:  # the SDK's batching core (1.33+): the bulk hand-over fills its queue directly
+    from opentelemetry.sdk._shared_internal import BatchProcessor
+except ImportError:  # pragma: no cover - older SDK: on_end per span
+    BatchProcessor = None
+
 from ._telemetry_state import flags
 from .logging_setup import _log_ids, log_context
 
 __all__ = [
+    "attempt_span",
     "current_traceparent",
     "execution_span",
     "flush_node_spans",
@@ -79,6 +91,7 @@ __all__ = [
 ]
 
 _tracer = trace.get_tracer("weft.engine")
+_logger = logging.getLogger("weft.telemetry")
 
 # otel_context.get_current(), minus two calls, with the default (contextvars) runtime context.
 _runtime_var = getattr(otel_context._RUNTIME_CONTEXT, "_current_context", None)
@@ -237,24 +250,43 @@ def _lean_sink() -> _LeanSink | None:
 
 class _RunContext(Context):
     """The context of an execution run whose node spans are lean: the execution span is current,
-    except in a task running one of the run's node spans, where that node span is."""
+    except in a task running one of the run's node spans, where that node span is.
+
+    A node span is found through the log ids (``_log_ids``, inherited by the tasks a node starts):
+    a ``node_span`` is their third item; an ``attempt_span`` is registered in ``attempts`` under
+    the identity of the ids tuple its caller set for the attempt (see ``_AttemptSpan``)."""
 
     def __init__(self, values: Mapping[str, object], span_context: SpanContext, sink: _LeanSink):
         super().__init__(values)
         self.span_context = span_context
         self.sink = sink
+        self.bits = sink.bits
+        self.attempts: dict[int, _AttemptSpan] = {}
+
+    def _node_span(self, ids: tuple[Any, ...] | None = None) -> _NodeSpan | None:
+        """The node span current in this task (for these log ids), if it is one of this run's."""
+        if ids is None:
+            ids = _log_ids.get()
+        if self.attempts:
+            node = self.attempts.get(id(ids))
+            if node is not None:
+                return node
+        node = ids[2]
+        if node is not None and node._run is self:
+            return node  # type: ignore[no-any-return]
+        return None
 
     def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
         if key == _SPAN_KEY:
-            node = _log_ids.get()[2]
-            if node is not None and node._run is self:
+            node = self._node_span()
+            if node is not None:
                 return node
         return dict.get(self, key, default)
 
     def __getitem__(self, key: str) -> object:
         if key == _SPAN_KEY:
-            node = _log_ids.get()[2]
-            if node is not None and node._run is self:
+            node = self._node_span()
+            if node is not None:
                 return node
         return dict.__getitem__(self, key)
 
@@ -265,8 +297,9 @@ class _RunContext(Context):
         return values
 
 
-# The lean node span running in a task is the third item of the log ids (``_log_ids``): entering
-# a node is one ``ContextVar.set`` for both; the run's context resolves the current span with it.
+# The lean node span running in a task is found through the log ids (``_log_ids``): a node_span
+# is their third item (entering it is one ``ContextVar.set`` for both), an attempt_span sets
+# nothing (see ``_AttemptSpan``); the run's context resolves the current span with them.
 _UNSET_STATUS = Status(StatusCode.UNSET)
 _new_tuple = tuple.__new__
 _new_object = object.__new__
@@ -295,23 +328,24 @@ class _NodeSpan(Span, ReadableSpan):
     _node_status = ""
     _error_code = ""
 
+    _outer: _NodeSpan | None = None  # the enclosing node span of the same run, if any
+
     # Made by node_span (fields set there, without an __init__ call: this is per node attempt):
-    # _run, _node_id, _node_type, _scope, _attempt, _execution_id.
+    # _run, _node_id, _node_type, _scope, _attempt, _execution_id (separate fields, not a tuple:
+    # one object fewer per node for the garbage collector to count and look through).
 
     # -- context manager (the hot path)
     def __enter__(self) -> _NodeSpan:
         run = self._run
-        outer_exec, _, outer = _log_ids.get()
-        self._parent = (
-            outer.get_span_context()
-            if outer is not None and outer._run is run
-            else run.span_context
-        )
+        ids = _log_ids.get()
+        outer = run._node_span(ids)
+        if outer is not None:
+            self._outer = outer  # the parent (else the run's span): see ``parent``
         sink = run.sink
         bits = sink.bits
         # RandomIdGenerator's own draw, inline (0, the invalid id, is drawn again by it).
         self._span_id = (bits(64) or sink.new_span_id()) if bits else sink.new_span_id()
-        self._token = _log_ids.set((self._execution_id or outer_exec, self._node_id, self))
+        self._token = _log_ids.set((self._execution_id or ids[0], self._node_id, self))
         self._start_time = time_ns()
         return self
 
@@ -325,18 +359,21 @@ class _NodeSpan(Span, ReadableSpan):
         _log_ids.reset(self._token)
         self._token = None  # not kept alive until the export
         if exc is not None:
-            if isinstance(exc, asyncio.CancelledError):
-                self.set_attribute("weft.cancelled", True)
-            else:
-                self.record_exception(exc)
-                self._status = Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}")
+            self._record_end_error(exc)
         self._end_time = end
         pending = _pending
         pending.append(self)
-        if len(pending) >= _FLUSH_AT or end - pending[0]._end_time > _FLUSH_AFTER_NS:
+        if len(pending) >= _FLUSH_AT:
             flush_node_spans()
         elif not _flush_timer[0]:
-            _arm_flush_timer()
+            _arm_flush_timer()  # (what it does without an event loop: see there)
+
+    def _record_end_error(self, exc: BaseException) -> None:
+        if isinstance(exc, asyncio.CancelledError):
+            self.set_attribute("weft.cancelled", True)
+        else:
+            self.record_exception(exc)
+            self._status = Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}")
 
     # -- opentelemetry.trace.Span
     def get_span_context(self) -> SpanContext:
@@ -415,7 +452,12 @@ class _NodeSpan(Span, ReadableSpan):
     def end(self, end_time: int | None = None) -> None:
         """Node spans end with their block; an explicit ``end()`` is ignored."""
 
-    # -- ReadableSpan: name and attributes built on first read
+    # -- ReadableSpan: parent, name and attributes found or built on first read
+    @property
+    def parent(self) -> SpanContext:
+        outer = self._outer
+        return outer.get_span_context() if outer is not None else self._run.span_context
+
     @property
     def name(self) -> str:
         if self._name is None:
@@ -458,11 +500,58 @@ class _NodeSpan(Span, ReadableSpan):
         return attrs
 
     def to_json(self, indent: int | None = 4) -> str:
-        self.name  # noqa: B018 - fill the fields to_json reads directly
+        self.get_span_context()  # fill the fields to_json reads directly
+        self._parent = self.parent
+        self.name  # noqa: B018
         self.attributes  # noqa: B018
         self._resource = self.resource
         return super().to_json(indent)
 
+
+class _AttemptSpan(_NodeSpan):
+    """``attempt_span``'s lean span. Its caller set the log ids to a tuple of this attempt's
+    own and resets them after the block: rather than setting them again, the span registers
+    itself in its run's ``attempts`` under that tuple's identity (alive in the context all the
+    while, so the key is unique while registered), which is how the run's context finds it for
+    the node's code and the tasks it starts; the block's end unregisters it. (A tuple already
+    registered, i.e. a caller that did not set fresh ids: the span sets and resets them itself.)
+
+    It ends with ``weft.node.status`` SUCCEEDED unless another status was recorded or the block
+    raised: the common case costs no ``record_node_status`` call."""
+
+    _node_status = "SUCCEEDED"
+    _key: int | None = None
+
+    def __enter__(self) -> _NodeSpan:
+        return self  # started by attempt_span
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        end = time_ns()
+        key = self._key
+        if key is not None:
+            del self._run.attempts[key]
+        else:
+            _log_ids.reset(self._token)
+            self._token = None
+        if exc is not None:
+            if "_node_status" not in vars(self):
+                self._node_status = ""  # the default (SUCCEEDED) is for a block that returns
+            self._record_end_error(exc)
+        self._end_time = end
+        pending = _pending
+        pending.append(self)
+        if len(pending) >= _FLUSH_AT:
+            flush_node_spans()
+        elif not _flush_timer[0]:
+            _arm_flush_timer()  # (what it does without an event loop: see there)
+
+
+_LEAN = (_NodeSpan, _AttemptSpan)
 
 _FLUSH_AT = 512  # the batch processor's default export batch
 _FLUSH_AFTER_S = 1.0  # at the latest (a timer), or at the next node end after that
@@ -473,41 +562,93 @@ _exit_flush_registered = [False]
 
 
 def flush_node_spans() -> None:
-    """Hand every ended lean node span to the span processors (``on_end``), in bulk. Called by
-    the engine's helpers, a timer, ``Telemetry.shutdown`` and the test hook; thread-safe."""
-    _flush_timer[0] = False
-    pending = _pending
-    while pending:
-        batch = []
-        try:
-            while len(batch) < _FLUSH_AT:
-                batch.append(pending.popleft())
-        except IndexError:
-            pass
-        processor = batch[0]._run.sink.processor
-        # The provider's usual processor: call its processors directly, as it would.
-        targets = (
-            processor._span_processors
-            if type(processor) is SynchronousMultiSpanProcessor
-            else (processor,)
-        )
-        for span in batch:
-            span.get_span_context()
-            if span._run.sink.processor is not processor:  # another provider's (tests only)
-                span._run.sink.processor.on_end(span)
+    """Hand every ended lean node span to the span processors, in bulk. Called by the engine's
+    helpers, a timer, ``Telemetry.shutdown`` and the test hook; thread-safe.
+
+    A batch span processor gets the spans with one ``extendleft`` of its queue (what ``on_end``
+    does span by span: same order, same queue bound and drop count, same wake-up of its export
+    thread); any other processor gets ``on_end(span)`` for each. Node spans are always sampled
+    (they are lean only under a sampled execution span), the check ``on_end`` makes."""
+    with _flush_lock:  # a timer in the loop's thread, shutdown or exit in another
+        _flush_timer[0] = False
+        pending = _pending
+        popleft = pending.popleft
+        while pending:
+            batch = list(starmap(popleft, repeat((), min(len(pending), _FLUSH_AT))))
+            processors = set(map(_processor_of, batch))
+            if len(processors) > 1:  # spans of several providers (tests only): one by one
+                for span in batch:
+                    span._run.sink.processor.on_end(span)
                 continue
+            processor = processors.pop()
+            # The provider's usual processor: call its processors directly, as it would.
+            targets = (
+                processor._span_processors
+                if type(processor) is SynchronousMultiSpanProcessor
+                else (processor,)
+            )
             for target in targets:
-                target.on_end(span)
+                queue = _batch_queue(target)
+                if queue is None:
+                    for span in batch:
+                        target.on_end(span)
+                else:
+                    _emit_many(target._batch_processor, queue, batch)
+
+
+_processor_of = attrgetter("_run.sink.processor")
+_flush_lock = threading.RLock()
+
+
+def _batch_queue(target: object) -> deque[Any] | None:
+    """The queue of an SDK ``BatchSpanProcessor`` whose ``on_end`` is the SDK's (the bulk
+    hand-over repeats what it does); None for any other processor (``on_end`` per span)."""
+    if type(target) is not BatchSpanProcessor:
+        return None
+    batcher = getattr(target, "_batch_processor", None)
+    queue = getattr(batcher, "_queue", None)
+    if (
+        type(batcher) is not BatchProcessor
+        or type(queue) is not deque
+        or queue.maxlen != getattr(batcher, "_max_queue_size", None)
+    ):
+        return None
+    return queue
+
+
+def _emit_many(batcher: Any, queue: deque[Any], batch: list[_NodeSpan]) -> None:
+    """``BatchProcessor.emit`` for each span of ``batch``, in one go (SDK 1.3x-1.4x semantics:
+    ignored after shutdown, re-initialised after a fork, the oldest spans dropped when the queue
+    is full, the export thread woken once a batch is waiting)."""
+    if batcher._shutdown:
+        _logger.info("Shutdown called, ignoring Span.")
+        batcher._metrics.drop_items(len(batch), "already_shutdown")
+        return
+    if batcher._pid != os.getpid():
+        batcher._bsp_reset_once.do_once(batcher._at_fork_reinit)
+        queue = batcher._queue
+    overflow = len(queue) + len(batch) - batcher._max_queue_size
+    if overflow > 0:
+        _logger.warning("Queue full, dropping %d spans.", overflow)
+        batcher._metrics.drop_items(overflow)
+    queue.extendleft(batch)  # as appendleft one by one; a full deque drops from the right
+    if len(queue) >= batcher._max_export_batch_size and not batcher._worker_awaken.is_set():
+        batcher._worker_awaken.set()
 
 
 def _arm_flush_timer() -> None:
-    _flush_timer[0] = True  # until the next flush
     try:
-        asyncio.get_running_loop().call_later(_FLUSH_AFTER_S, flush_node_spans)
+        loop = asyncio.get_running_loop()
     except RuntimeError:
-        # No event loop in this thread (synchronous code): the spans go with the next batch of
-        # 512, the first node ending a second later, the end of their execution span, or exit.
-        pass
+        # No event loop in this thread (synchronous code; the timer stays unarmed, so this runs
+        # at every node end): the spans go with the next batch of 512, the first node ending a
+        # second after the oldest, the end of their execution span, or exit.
+        pending = _pending
+        if pending and time_ns() - pending[0]._end_time > _FLUSH_AFTER_NS:
+            flush_node_spans()
+        return
+    _flush_timer[0] = True  # until the next flush
+    loop.call_later(_FLUSH_AFTER_S, flush_node_spans)
 
 
 def _register_exit_flush() -> None:
@@ -576,6 +717,17 @@ def node_span(
         return span
     if _sampled_out():
         return _UntracedScope(execution_id=execution_id, node_id=node_id)
+    return _sdk_node_scope(_TracedScope, node_id, node_type, scope, attempt, execution_id)
+
+
+def _sdk_node_scope(
+    cls: type[_TracedScope],
+    node_id: str,
+    node_type: str,
+    scope: ScopeLike,
+    attempt: int,
+    execution_id: str | None,
+) -> _TracedScope:
     log = log_context(execution_id=execution_id, node_id=node_id)
     attrs: dict[str, Any] = {
         "weft.node.id": node_id,
@@ -586,7 +738,93 @@ def node_span(
         attrs["weft.node.scope"] = format_scope(scope)
     if execution_id:
         attrs["weft.execution.id"] = execution_id
-    return _TracedScope(f"{node_type} {node_id}", attrs, None, log)
+    return cls(f"{node_type} {node_id}", attrs, None, log)
+
+
+class _TracedAttempt(_TracedScope):
+    """``attempt_span`` as an SDK span: ends with ``weft.node.status`` SUCCEEDED unless another
+    status was recorded or the block raised, like the lean ``_AttemptSpan``."""
+
+    __slots__ = ()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        span: Any = self._span
+        if exc is None and span is not None and span.is_recording():
+            if "weft.node.status" not in (span.attributes or {}):
+                span.set_attribute("weft.node.status", "SUCCEEDED")
+        super().__exit__(exc_type, exc, tb)
+
+
+class _NoSpan:
+    """``attempt_span`` with nothing to record: the caller's log ids are the attempt's already."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> Span:
+        return trace.INVALID_SPAN
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+_NO_SPAN = _NoSpan()
+
+
+def attempt_span(
+    node_id: str,
+    node_type: str,
+    scope: ScopeLike,
+    attempt: int,
+    execution_id: str | None,
+) -> _NodeSpan | _TracedScope | _NoSpan:
+    """``node_span`` for a node attempt run inside log ids its caller set to this attempt's
+    ``(execution_id, node_id, <enclosing span>)`` and resets after the block (the engine's
+    attempts: ``LOG_IDS``). A lean span then makes itself current without setting them again (see
+    ``_AttemptSpan``); without a span to record (tracing off, a trace sampling left out) there is
+    nothing to set at all.
+
+    The span ends with ``weft.node.status`` SUCCEEDED when the block returns and no other status
+    was recorded (``record_node_status`` is for the other outcomes); a block that raises gets no
+    status unless one was recorded."""
+    if not flags.tracing:
+        return _NO_SPAN
+    run = _current_context()
+    if type(run) is _RunContext:
+        # The span, started here (its __enter__ has nothing left to do): as _NodeSpan.__enter__,
+        # but registered in the run instead of setting the log ids (see _AttemptSpan).
+        span = _new_object(_AttemptSpan)
+        span._run = run
+        span._node_id = node_id
+        span._node_type = node_type
+        span._scope = scope
+        span._attempt = attempt
+        span._execution_id = execution_id
+        ids = _log_ids.get()
+        bits = run.bits
+        # RandomIdGenerator's own draw, inline (0, the invalid id, is drawn again by it).
+        span._span_id = (bits(64) or run.sink.new_span_id()) if bits else run.sink.new_span_id()
+        key = id(ids)
+        attempts = run.attempts
+        outer = attempts.get(key)
+        if outer is None:
+            attempts[key] = span
+            span._key = key
+            outer = ids[2]
+            if outer is not None and outer._run is run:
+                span._outer = outer  # a node_span's (else the parent is the run's span)
+        else:  # ids not set for this attempt (another attempt's): set them, reset on exit
+            span._outer = outer
+            span._token = _log_ids.set((execution_id or ids[0], node_id, span))
+        span._start_time = time_ns()
+        return span
+    if _sampled_out():
+        return _NO_SPAN
+    return _sdk_node_scope(_TracedAttempt, node_id, node_type, scope, attempt, execution_id)
 
 
 def record_node_status(
@@ -596,7 +834,7 @@ def record_node_status(
     if not flags.tracing:
         return
     target = span if span is not None else trace.get_current_span()
-    if type(target) is _NodeSpan and target._end_time is None:  # the hot path: no dict
+    if type(target) in _LEAN and target._end_time is None:  # the hot path: no dict
         target._node_status = status
         if error_code:
             target._error_code = error_code

@@ -11,11 +11,11 @@ e.g. after a pause, starts a new trace linked to the first run's) and closes it 
 from __future__ import annotations
 
 import asyncio
-import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterable
 from contextvars import ContextVar
+from time import perf_counter
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -27,10 +27,10 @@ from weft_common import jsonutil
 from weft_common._telemetry_state import flags
 from weft_common.telemetry_metrics import metrics, watch_ready_queue
 from weft_common.telemetry_spans import (
+    attempt_span,
     current_traceparent,
     execution_span,
     link_from_str,
-    node_span,
     record_llm_usage,
     record_node_status,
 )
@@ -60,19 +60,21 @@ TRACE_STEP_KEY = "#trace"
 async def run_attempt(
     handler: NodeHandler, ctx: NodeContext, timeout_s: float | None
 ) -> NodeResult:
-    """``handler.execute(ctx)`` (bounded by ``timeout_s``) inside the attempt's span."""
-    if not (flags.tracing or flags.metrics):
+    """``handler.execute(ctx)`` (bounded by ``timeout_s``) inside the attempt's span.
+
+    Called by ``attempts.run_attempts`` inside the attempt's log ids (``LOG_IDS``, set to the
+    execution and node ids before and reset after): the span is an ``attempt_span``."""
+    measure = flags.metrics
+    if not (flags.tracing or measure):
         if timeout_s is None:
             return await handler.execute(ctx)
         async with asyncio.timeout(timeout_s):
             return await handler.execute(ctx)
     node = ctx.node
-    started = time.perf_counter() if flags.metrics else 0.0
+    started = perf_counter() if measure else 0.0
     status = "FAILED"
     try:
-        with node_span(
-            node.id, node.type, ctx.scope, ctx.attempt, execution_id=ctx.execution_id
-        ) as span:
+        with attempt_span(node.id, node.type, ctx.scope, ctx.attempt, ctx.execution_id) as span:
             try:
                 if timeout_s is None:
                     result = await handler.execute(ctx)
@@ -91,23 +93,34 @@ async def run_attempt(
                 status = "CANCELLED"
                 record_node_status(status, span=span)
                 raise
-            status = "PAUSED" if result.pause is not None else "SUCCEEDED"
-            record_node_status(status, span=span)
-            if result.token_usage:
-                output = result.output
-                model = output.get("model", "") if isinstance(output, dict) else ""
-                record_llm_usage(
-                    str(model or ""),
-                    int(result.token_usage.get("inputTokens") or 0),
-                    int(result.token_usage.get("outputTokens") or 0),
-                    span=span,
-                )
+            if result.pause is None and not result.token_usage:
+                status = "SUCCEEDED"  # the attempt span's own default: nothing to record
+            else:
+                status = _record_outcome(result, span)
     finally:
-        if flags.metrics:
+        if measure:
             metrics.node_duration.record(
-                time.perf_counter() - started, {"node_type": node.type, "status": status}
+                perf_counter() - started, {"node_type": node.type, "status": status}
             )
     return result
+
+
+def _record_outcome(result: NodeResult, span: Any) -> str:
+    """A paused attempt's status, an LLM attempt's model and tokens; the attempt's status."""
+    status = "SUCCEEDED"
+    if result.pause is not None:
+        status = "PAUSED"
+        record_node_status(status, span=span)
+    if result.token_usage:
+        output = result.output
+        model = output.get("model", "") if isinstance(output, dict) else ""
+        record_llm_usage(
+            str(model or ""),
+            int(result.token_usage.get("inputTokens") or 0),
+            int(result.token_usage.get("outputTokens") or 0),
+            span=span,
+        )
+    return status
 
 
 def trace_step(start_node: str) -> StepRecord | None:
