@@ -1,7 +1,8 @@
-"""Lean node spans on the hot path: ``attempt_span`` (the engine's per-attempt span, current without
-setting the log ids again, SUCCEEDED unless told otherwise) and the bulk hand-over of ended node
+"""Telemetry on the engine's hot path: ``attempt_span`` (the per-attempt span, current without
+setting the log ids again, SUCCEEDED unless told otherwise), the bulk hand-over of ended node
 spans to an SDK ``BatchSpanProcessor`` (its queue filled in one go: every span exactly once, in
-order, with its parent, at a batch, at the execution's end and at exit)."""
+order, with its parent, at a batch, at the execution's end and at exit), and node durations
+recorded in batches (every one of them in every collection)."""
 
 from __future__ import annotations
 
@@ -258,3 +259,58 @@ def test_bulk_hand_over_delivers_every_node_span_once_with_its_parent() -> None:
     assert by_name["transform nested"][1:] == [nested_id, by_name["noop n7"][1]]
     # Node spans went in bulk (no emit per span): the only emit was e1's execution span.
     assert lines[-1] == ["emits", 1]
+
+
+# --------------------------------------------------------------- node durations, in batches
+
+
+def test_node_durations_are_recorded_in_batches_and_read_in_full(tel: TestTelemetry) -> None:
+    from weft_common import telemetry_metrics
+    from weft_common.telemetry_metrics import drain_node_durations, record_node_duration
+
+    def count(status: str) -> int:  # the collection, as an exporter or a scrape makes it
+        data = tel.reader.get_metrics_data()
+        assert data is not None
+        return sum(
+            point.count
+            for rm in data.resource_metrics
+            for sm in rm.scope_metrics
+            for metric in sm.metrics
+            if metric.name == "weft.node.duration"
+            for point in metric.data.data_points
+            if dict(point.attributes or {}) == {"node_type": "batch-test", "status": status}
+        )
+
+    before, before_failed = count("SUCCEEDED"), count("FAILED")
+    calls: list[Any] = []
+    real = telemetry_metrics.metrics.node_duration
+
+    class Spy:
+        def record(self, *args: Any) -> None:
+            calls.append(args)
+            real.record(*args)
+
+    telemetry_metrics.metrics.node_duration = Spy()  # type: ignore[assignment]
+    try:
+        for _ in range(3):  # no event loop here: each goes at once
+            record_node_duration(0.002, "batch-test", "SUCCEEDED")
+        assert len(calls) == 3
+        assert count("SUCCEEDED") - before == 3
+
+        async def in_a_loop() -> int:
+            for _ in range(telemetry_metrics._DRAIN_AT + 10):
+                record_node_duration(0.002, "batch-test", "FAILED")
+            return len(calls)
+
+        recorded = asyncio.run(in_a_loop())
+        assert recorded == 3 + telemetry_metrics._DRAIN_AT  # one batch; 10 kept
+        # A collection takes them all (the kept ones first).
+        assert count("FAILED") - before_failed == telemetry_metrics._DRAIN_AT + 10
+        assert len(calls) == 3 + telemetry_metrics._DRAIN_AT + 10
+        drain_node_durations()  # nothing left
+        assert len(calls) == 3 + telemetry_metrics._DRAIN_AT + 10
+    finally:
+        telemetry_metrics.metrics.node_duration = real
+    assert all(
+        args[1] == {"node_type": "batch-test", "status": args[1]["status"]} for args in calls
+    )

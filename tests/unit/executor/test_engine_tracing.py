@@ -14,6 +14,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
+from weft_common import telemetry_metrics
 from weft_common.telemetry import TestTelemetry, telemetry_for_tests
 from weft_executor.engine import Resume
 from weft_executor.tracing import (
@@ -70,6 +71,7 @@ async def test_each_attempt_is_a_span_under_the_execution_span(
     finished = tel.metric_value("weft.executions.finished", status="SUCCEEDED")
     run = await _run(workflow)
     assert run.outcome.status == "SUCCEEDED"
+    assert telemetry_metrics._durations == []  # the run's node durations recorded by its end
 
     [execution] = [s for s in tel.spans() if s.name == "execution t"]
     attempts = _node_spans(tel, "w")

@@ -38,6 +38,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from ._telemetry_state import flags
 from .settings import CommonSettings
+from .telemetry_metrics import drain_node_durations
 from .telemetry_spans import (
     current_traceparent,
     execution_span,
@@ -89,6 +90,7 @@ class Telemetry:
             return
         self._stopped = True
         flush_node_spans()
+        drain_node_durations()
         if self._tracer_provider is not None:
             self._tracer_provider.shutdown()
         if self._meter_provider is not None:
@@ -350,6 +352,7 @@ class TestTelemetry:
     def metric_points(self) -> dict[tuple[str, frozenset[tuple[str, Any]]], Any]:
         """Cumulative values by (metric name, attributes): a sum, or a histogram's count."""
         out: dict[tuple[str, frozenset[tuple[str, Any]]], Any] = {}
+        drain_node_durations()  # (a collection drains them too; explicit for readers' sake)
         data = self.reader.get_metrics_data()
         if data is None:
             return out

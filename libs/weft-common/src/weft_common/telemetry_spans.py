@@ -651,6 +651,17 @@ def _arm_flush_timer() -> None:
     loop.call_later(_FLUSH_AFTER_S, flush_node_spans)
 
 
+# For weft_executor.tracing.run_attempt, which spells out attempt_span and _AttemptSpan.__exit__
+# for a lean span of a run (the common case) on the engine's hot path: keep it in step with them.
+LeanRun = _RunContext
+LeanAttempt = _AttemptSpan
+lean_pending = _pending
+lean_flush_timer = _flush_timer
+LEAN_FLUSH_AT = _FLUSH_AT
+current_context = _current_context
+arm_flush_timer = _arm_flush_timer
+
+
 def _register_exit_flush() -> None:
     """At exit, before the provider's own shutdown (registered earlier, so run later)."""
     if not _exit_flush_registered[0]:

@@ -15,7 +15,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Iterable
 from contextvars import ContextVar
-from time import perf_counter
+from time import perf_counter, time_ns
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -25,11 +25,25 @@ from opentelemetry.trace import NonRecordingSpan
 
 from weft_common import jsonutil
 from weft_common._telemetry_state import flags
-from weft_common.telemetry_metrics import metrics, watch_ready_queue
+from weft_common.logging_setup import LOG_IDS
+from weft_common.telemetry_metrics import (
+    drain_node_durations,
+    metrics,
+    record_node_duration,
+    watch_ready_queue,
+)
 from weft_common.telemetry_spans import (
+    LEAN_FLUSH_AT,
+    LeanAttempt,
+    LeanRun,
+    arm_flush_timer,
     attempt_span,
+    current_context,
     current_traceparent,
     execution_span,
+    flush_node_spans,
+    lean_flush_timer,
+    lean_pending,
     link_from_str,
     record_llm_usage,
     record_node_status,
@@ -52,6 +66,8 @@ __all__ = [
     "track_run",
 ]
 
+_new_object = object.__new__
+
 # The step that keeps the first run's span context (a ``RUNNING`` decision step: replayed, never
 # executed), so a resume days later on another executor can link to that trace.
 TRACE_STEP_KEY = "#trace"
@@ -65,7 +81,59 @@ async def run_attempt(
     Called by ``attempts.run_attempts`` inside the attempt's log ids (``LOG_IDS``, set to the
     execution and node ids before and reset after): the span is an ``attempt_span``."""
     measure = flags.metrics
-    if not (flags.tracing or measure):
+    if flags.tracing:
+        run = current_context()
+        if type(run) is LeanRun and run.bits is not None:
+            ids = LOG_IDS.get()
+            key = id(ids)
+            attempts = run.attempts
+            if key not in attempts:
+                # The common case, a lean span: attempt_span and _AttemptSpan.__exit__ spelled
+                # out here (a call, a ``with`` and the checks of the general path less per node).
+                node = ctx.node
+                span = _new_object(LeanAttempt)
+                span._run = run
+                span._node_id = node.id
+                span._node_type = node.type
+                span._scope = ctx.scope
+                span._attempt = ctx.attempt
+                span._execution_id = ctx.execution_id
+                span._span_id = run.bits(64) or run.sink.new_span_id()
+                outer = ids[2]
+                if outer is not None and outer._run is run:
+                    span._outer = outer  # a node_span's (else the parent is the run's span)
+                attempts[key] = span  # (span._key is set if __exit__ is to end it: below)
+                started = perf_counter() if measure else 0.0
+                span._start_time = time_ns()
+                try:
+                    if timeout_s is None:
+                        result = await handler.execute(ctx)
+                    else:
+                        async with asyncio.timeout(timeout_s):
+                            result = await handler.execute(ctx)
+                    if result.pause is None and not result.token_usage:
+                        status = "SUCCEEDED"  # the span's default: nothing to record
+                    else:
+                        status = _record_outcome(result, span)
+                except BaseException as exc:
+                    status = _record_failure(exc, span)
+                    span._key = key
+                    span.__exit__(type(exc), exc, exc.__traceback__)
+                    if measure:
+                        record_node_duration(perf_counter() - started, node.type, status)
+                    raise
+                span._end_time = time_ns()
+                del attempts[key]
+                pending = lean_pending
+                pending.append(span)
+                if len(pending) >= LEAN_FLUSH_AT:
+                    flush_node_spans()
+                elif not lean_flush_timer[0]:
+                    arm_flush_timer()
+                if measure:
+                    record_node_duration(perf_counter() - started, node.type, status)
+                return result
+    elif not measure:
         if timeout_s is None:
             return await handler.execute(ctx)
         async with asyncio.timeout(timeout_s):
@@ -81,28 +149,30 @@ async def run_attempt(
                 else:
                     async with asyncio.timeout(timeout_s):
                         result = await handler.execute(ctx)
-            except NodeFailure as exc:
-                record_node_status(
-                    "FAILED", error_code=exc.code, error_message=exc.message, span=span
-                )
+                if result.pause is None and not result.token_usage:
+                    status = "SUCCEEDED"  # the attempt span's own default: nothing to record
+                else:
+                    status = _record_outcome(result, span)
+            except BaseException as exc:
+                status = _record_failure(exc, span)
                 raise
-            except TimeoutError:
-                record_node_status("FAILED", error_code="TIMEOUT", span=span)
-                raise
-            except asyncio.CancelledError:
-                status = "CANCELLED"
-                record_node_status(status, span=span)
-                raise
-            if result.pause is None and not result.token_usage:
-                status = "SUCCEEDED"  # the attempt span's own default: nothing to record
-            else:
-                status = _record_outcome(result, span)
     finally:
         if measure:
-            metrics.node_duration.record(
-                perf_counter() - started, {"node_type": node.type, "status": status}
-            )
+            record_node_duration(perf_counter() - started, node.type, status)
     return result
+
+
+def _record_failure(exc: BaseException, span: Any) -> str:
+    """The status of an attempt that raised ``exc``, recorded on its span (none for an error of
+    the handler's own: the span records the exception); the attempt's status for the metrics."""
+    if isinstance(exc, NodeFailure):
+        record_node_status("FAILED", error_code=exc.code, error_message=exc.message, span=span)
+    elif isinstance(exc, TimeoutError):
+        record_node_status("FAILED", error_code="TIMEOUT", span=span)
+    elif isinstance(exc, asyncio.CancelledError):
+        record_node_status("CANCELLED", span=span)
+        return "CANCELLED"
+    return "FAILED"
 
 
 def _record_outcome(result: NodeResult, span: Any) -> str:
@@ -215,6 +285,8 @@ def end_execution_run() -> None:
     entry = _current_run.get()
     if entry is not None and entry[1] is asyncio.current_task():
         _current_run.set(None)
+        if flags.metrics:
+            drain_node_durations()  # the run's node durations are recorded by its end
         entry[0].__exit__(None, None, None)
 
 
