@@ -14,7 +14,8 @@ engine sees at run time (the telemetry flags, the batch processor's exporter):
 - ``off``: tracing and metrics off (the flags the helpers check; the SDK is not touched).
 - ``traces``: tracing on; the batch processor's exporter drops the batches (the processor's
   queue, batching and export thread still run).
-- ``traces-otlp``: tracing on; the SDK's ``OTLPSpanExporter`` (gRPC) sends every span to a
+- ``traces-otlp``: tracing on; the OTLP/gRPC exporter ``setup_telemetry`` installs (the SDK's
+  ``OTLPSpanExporter`` with Weft's encoder, ``weft_common.telemetry_otlp``) sends every span to a
   collector stub in another process: protobuf encoding and the gRPC send are in this process's
   CPU, the receiving side is not.
 - ``traces-sdk``: as ``traces`` but every node span an SDK span (the engine's lean node spans off):
@@ -54,7 +55,6 @@ class Telemetry:
 
     def __init__(self, otlp_port: int) -> None:
         from opentelemetry import metrics, trace
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import (
             MetricExporter,
@@ -67,6 +67,8 @@ class Telemetry:
             SpanExporter,
             SpanExportResult,
         )
+
+        from weft_common.telemetry_otlp import WeftOTLPSpanExporter
 
         class Drop(SpanExporter):
             def export(self, spans: Any) -> SpanExportResult:
@@ -92,7 +94,8 @@ class Telemetry:
                 pass
 
         self.drop = Drop()
-        self.otlp = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{otlp_port}", insecure=True)
+        # The exporter setup_telemetry installs for OTLP (the SDK's, with Weft's encoder).
+        self.otlp = WeftOTLPSpanExporter(endpoint=f"http://127.0.0.1:{otlp_port}", insecure=True)
         self.switch = Switch()
         self.provider = TracerProvider()
         self.provider.add_span_processor(BatchSpanProcessor(self.switch))

@@ -3,7 +3,8 @@
 What gets installed, from the standard ``OTEL_*`` variables and ``WEFT_METRICS_PORT``:
 
 - ``OTEL_SDK_DISABLED=true``: nothing (every helper stays a flag check).
-- Traces: OTLP/gRPC when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._TRACES_ENDPOINT``) is set;
+- Traces: OTLP/gRPC when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._TRACES_ENDPOINT``) is set
+  (the SDK's exporter with Weft's encoder of the same request: ``telemetry_otlp``);
   ``OTEL_TRACES_EXPORTER`` (``otlp``, ``console``, ``none``, comma list) overrides. Sampler from
   ``OTEL_TRACES_SAMPLER``/``_ARG`` (default parent-based always-on), batching from ``OTEL_BSP_*``.
 - Metrics: OTLP/gRPC likewise (``OTEL_METRICS_EXPORTER``, ``OTEL_METRIC_EXPORT_INTERVAL``), plus a
@@ -279,9 +280,9 @@ def _span_processor(name: str) -> Any:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
     if name == "otlp":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from .telemetry_otlp import WeftOTLPSpanExporter  # the SDK's, with a faster encoder
 
-        return BatchSpanProcessor(OTLPSpanExporter())
+        return BatchSpanProcessor(WeftOTLPSpanExporter())
     if name == "console":
         return SimpleSpanProcessor(ConsoleSpanExporter())
     log.warning("unknown OTEL_TRACES_EXPORTER %r ignored (supported: otlp, console, none)", name)
