@@ -143,11 +143,11 @@ _current_context: Any = (
 )
 
 
-def record_node_duration(seconds: float, node_type: str, status: str) -> None:
+def record_node_duration(seconds: float, node_type: str, status: str, context: Any = None) -> None:
     """``weft.node.duration`` of one node attempt (see the module docstring: recorded in
-    batches, each value with the context current now)."""
+    batches, each value with ``context``, by default the context current now)."""
     pending = _durations
-    pending.append((seconds, node_type, status, _current_context()))
+    pending.append((seconds, node_type, status, context or _current_context()))
     if len(pending) >= _DRAIN_AT:
         drain_node_durations()
     elif not _drain_armed[0]:
@@ -169,7 +169,8 @@ def drain_node_durations() -> None:
             return
         batch = _durations[:count]
         del _durations[:count]  # appended meanwhile (another thread): kept for the next
-    record = metrics.node_duration.record
+    histogram: Any = metrics.node_duration
+    record = (getattr(histogram, "_real_instrument", None) or histogram).record  # (no proxy)
     attributes: dict[tuple[str, str], dict[str, str]] = {}
     for seconds, node_type, status, context in batch:
         attrs = attributes.get((node_type, status))

@@ -262,6 +262,9 @@ class _RunContext(Context):
         self.sink = sink
         self.bits = sink.bits
         self.attempts: dict[int, _AttemptSpan] = {}
+        # The run's span current, whatever the task: what a measurement at a node's end is
+        # recorded with (its exemplars link to the run's span), as a plain context.
+        self.plain = Context(values)
 
     def _node_span(self, ids: tuple[Any, ...] | None = None) -> _NodeSpan | None:
         """The node span current in this task (for these log ids), if it is one of this run's."""

@@ -120,7 +120,7 @@ async def run_attempt(
                     span._key = key
                     span.__exit__(type(exc), exc, exc.__traceback__)
                     if measure:
-                        record_node_duration(perf_counter() - started, node.type, status)
+                        record_node_duration(perf_counter() - started, node.type, status, run.plain)
                     raise
                 span._end_time = time_ns()
                 del attempts[key]
@@ -131,7 +131,7 @@ async def run_attempt(
                 elif not lean_flush_timer[0]:
                     arm_flush_timer()
                 if measure:
-                    record_node_duration(perf_counter() - started, node.type, status)
+                    record_node_duration(perf_counter() - started, node.type, status, run.plain)
                 return result
     elif not measure:
         if timeout_s is None:
