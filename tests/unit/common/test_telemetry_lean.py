@@ -314,3 +314,61 @@ def test_node_durations_are_recorded_in_batches_and_read_in_full(tel: TestTeleme
     assert all(
         args[1] == {"node_type": "batch-test", "status": args[1]["status"]} for args in calls
     )
+
+
+def test_a_batch_of_durations_aggregates_as_record_per_value_does() -> None:
+    """``_record_all`` (measurements handed to the SDK's consumer) against ``Histogram.record``
+    per value, in two meter providers: same points (count, sum, min, max, buckets, attributes)
+    and exemplars, each exemplar at its measurement's own time."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    from weft_common.telemetry_metrics import SECONDS_BUCKETS, _consumer, _record_all
+
+    sampled = otel_context.Context()
+    sampled = trace.set_span_in_context(
+        NonRecordingSpan(SpanContext(0x1234, 0x5678, False, TraceFlags(1))), sampled
+    )
+    batch = [
+        (0.0004, "wait", "SUCCEEDED", sampled, 1_000),
+        (0.3, "wait", "SUCCEEDED", sampled, 2_000),
+        (7.0, "http", "FAILED", otel_context.Context(), 3_000),
+        (float("nan"), "http", "FAILED", sampled, 4_000),  # record() refuses it: both skip it
+        (0.02, "wait", "SUCCEEDED", sampled, 5_000),
+    ]
+    points = []
+    for direct in (True, False):
+        reader = InMemoryMetricReader()
+        histogram: Any = (
+            MeterProvider(metric_readers=[reader])
+            .get_meter("t")
+            .create_histogram("d", explicit_bucket_boundaries_advisory=SECONDS_BUCKETS)
+        )
+        assert _consumer(histogram) is not None
+        if direct:
+            _record_all(histogram, batch)
+        else:
+            for seconds, node_type, status, context, _at in batch:
+                histogram.record(seconds, {"node_type": node_type, "status": status}, context)
+        data = reader.get_metrics_data()
+        assert data is not None
+        [metric] = data.resource_metrics[0].scope_metrics[0].metrics
+        points.append(
+            {
+                tuple(sorted(p.attributes.items())): (
+                    p.count,
+                    p.sum,
+                    p.min,
+                    p.max,
+                    list(p.bucket_counts),
+                    sorted((e.value, e.span_id, e.trace_id) for e in p.exemplars),
+                    sorted(e.time_unix_nano for e in p.exemplars),
+                )
+                for p in metric.data.data_points
+            }
+        )
+    ours, theirs = points
+    assert {k: v[:6] for k, v in ours.items()} == {k: v[:6] for k, v in theirs.items()}
+    assert ours[(("node_type", "wait"), ("status", "SUCCEEDED"))][0] == 3
+    assert ours[(("node_type", "wait"), ("status", "SUCCEEDED"))][6] == [1_000, 2_000, 5_000]

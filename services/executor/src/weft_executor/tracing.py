@@ -131,7 +131,9 @@ async def run_attempt(
                 elif not lean_flush_timer[0]:
                     arm_flush_timer()
                 if measure:
-                    record_node_duration(perf_counter() - started, node.type, status, run.plain)
+                    record_node_duration(
+                        perf_counter() - started, node.type, status, run.plain, span._end_time
+                    )
                 return result
     elif not measure:
         if timeout_s is None:
