@@ -24,7 +24,7 @@ from opentelemetry.trace import StatusCode
 from weft_common import telemetry_spans
 from weft_common.logging_setup import LOG_IDS
 from weft_common.telemetry import TestTelemetry, execution_span, telemetry_for_tests
-from weft_common.telemetry_spans import attempt_span, record_node_status
+from weft_common.telemetry_spans import UnsampledRun, attempt_span, record_node_status
 
 
 @pytest.fixture
@@ -122,6 +122,11 @@ def test_attempt_span_is_nothing_outside_a_sampled_trace(tel: TestTelemetry) -> 
     token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(unsampled)))
     try:
         with execution_span("exec-d", "wf"):
+            # The run's context says so: node attempts record nothing, without looking further.
+            assert type(otel_context.get_current()) is UnsampledRun
+            assert trace.get_current_span(otel_context.set_value("k", 1)).get_span_context() == (
+                trace.get_current_span().get_span_context()
+            )
             ids = LOG_IDS.get()
             with attempt_span("n", "transform", (), 1, "exec-d") as span:
                 assert not span.is_recording()

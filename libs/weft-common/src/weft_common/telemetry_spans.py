@@ -22,14 +22,18 @@ attempt is recorded as a ``_NodeSpan``: a span id from the provider's id generat
 them. It is a real span all the same:
 
 - it is an ``opentelemetry.trace.Span`` while it runs: the current span inside the node (through
-  the run's context, ``_RunContext``, which answers the node span for the task that runs it), so
-  outbound httpx/LLM requests and gRPC calls made in the node get CLIENT spans parented to it and
-  carry its ``traceparent``, and log records carry its span id;
+  the run's context, ``_RunContext``, which answers the node span for the task that runs it and
+  the tasks it starts), so outbound httpx/LLM requests and gRPC calls made in the node get CLIENT
+  spans parented to it and carry its ``traceparent``, and log records carry its span id. The
+  engine's attempts (``attempt_span``, and ``weft_executor.tracing.run_attempt``, which spells it
+  out for the common case) set nothing for that: the engine already set the attempt's log ids,
+  and the span is registered in its run under that tuple (see ``_AttemptSpan``);
 - it is an SDK ``ReadableSpan`` once ended: ended spans are handed to the provider's span
-  processors' ``on_end`` in bulk (``flush_node_spans``: every 512 spans, when the execution span
-  ends, within a second otherwise, at exit), with their ``SpanContext`` made then; name and
-  attribute dict are built on first read (usually in the exporter's thread). The normal batch
-  processor and exporters (OTLP) export them like any span.
+  processors in bulk (``flush_node_spans``: every 512 spans, when the execution span ends, within
+  a second otherwise, at exit), a ``BatchSpanProcessor`` getting them in one ``extendleft`` of its
+  queue (what its ``on_end`` does span by span), any other processor through ``on_end``. Their
+  ``SpanContext``, parent, name and attribute dict are made on first read (by the exporter, in
+  its thread). The normal batch processor and exporters (OTLP) export them like any span.
 
 Differences from an SDK span: processors' ``on_start`` (and the SDK-internal ``_on_ending``) are
 not called for node spans, and only the attribute value length limit
@@ -78,6 +82,7 @@ from ._telemetry_state import flags
 from .logging_setup import _log_ids, log_context
 
 __all__ = [
+    "UnsampledRun",
     "attempt_span",
     "current_traceparent",
     "execution_span",
@@ -169,8 +174,11 @@ class _TracedScope:
         ctx = trace.set_span_in_context(span)
         if self._run:
             span_context = span.get_span_context()
-            if span_context.trace_flags.sampled and (sink := _lean_sink()) is not None:
-                ctx = _RunContext(ctx, span_context, sink)
+            if span_context.trace_flags.sampled:
+                if (sink := _lean_sink()) is not None:
+                    ctx = _RunContext(ctx, span_context, sink)
+            elif span_context.is_valid:
+                ctx = UnsampledRun(ctx)
         self._token = otel_context.attach(ctx)
         self._log.__enter__()
         return span
@@ -300,6 +308,11 @@ class _RunContext(Context):
         return values
 
 
+class UnsampledRun(Context):
+    """The context of an execution run that trace sampling left out: its node spans are not
+    recorded at all (what ``_sampled_out`` finds for them, known without looking)."""
+
+
 # The lean node span running in a task is found through the log ids (``_log_ids``): a node_span
 # is their third item (entering it is one ``ContextVar.set`` for both), an attempt_span sets
 # nothing (see ``_AttemptSpan``); the run's context resolves the current span with them.
@@ -312,10 +325,9 @@ class _NodeSpan(Span, ReadableSpan):
     """One node attempt, recorded lean (see the module docstring); its own context manager.
 
     While open it is the API ``Span`` the node's code sees. Ended, it is the ``ReadableSpan`` the
-    processors and exporters read: its ``SpanContext`` is made when it is handed to them
-    (``flush_node_spans``), its name and attribute dict on first read (usually in the exporter's
-    thread, just before encoding), from the values the engine passed in. Few objects per node
-    stay alive until the export: the span itself and its ``SpanContext``."""
+    processors and exporters read: its ``SpanContext``, parent, name and attribute dict are made on
+    first read (usually in the exporter's thread, just before encoding), from the values the
+    engine passed in. One object per node stays alive until the export: the span itself."""
 
     # ReadableSpan fields that never vary for a node span (class attributes: no per-span cost).
     _kind = SpanKind.INTERNAL
@@ -729,7 +741,7 @@ def node_span(
         span._attempt = attempt
         span._execution_id = execution_id
         return span
-    if _sampled_out():
+    if type(run) is UnsampledRun or _sampled_out():
         return _UntracedScope(execution_id=execution_id, node_id=node_id)
     return _sdk_node_scope(_TracedScope, node_id, node_type, scope, attempt, execution_id)
 
@@ -836,7 +848,7 @@ def attempt_span(
             span._token = _log_ids.set((execution_id or ids[0], node_id, span))
         span._start_time = time_ns()
         return span
-    if _sampled_out():
+    if type(run) is UnsampledRun or _sampled_out():
         return _NO_SPAN
     return _sdk_node_scope(_TracedAttempt, node_id, node_type, scope, attempt, execution_id)
 

@@ -33,9 +33,11 @@ from weft_common.telemetry_metrics import (
     watch_ready_queue,
 )
 from weft_common.telemetry_spans import (
+    _NO_SPAN,  # (attempt_span's "nothing to record")
     LEAN_FLUSH_AT,
     LeanAttempt,
     LeanRun,
+    UnsampledRun,
     arm_flush_timer,
     attempt_span,
     current_context,
@@ -79,8 +81,10 @@ async def run_attempt(
     """``handler.execute(ctx)`` (bounded by ``timeout_s``) inside the attempt's span.
 
     Called by ``attempts.run_attempts`` inside the attempt's log ids (``LOG_IDS``, set to the
-    execution and node ids before and reset after): the span is an ``attempt_span``."""
+    execution and node ids before and reset after): the span is an ``attempt_span`` (spelled out
+    below for a lean span, the common case; none at all in a run that sampling left out)."""
     measure = flags.metrics
+    scope: Any = None
     if flags.tracing:
         run = current_context()
         if type(run) is LeanRun and run.bits is not None:
@@ -135,6 +139,13 @@ async def run_attempt(
                         perf_counter() - started, node.type, status, run.plain, span._end_time
                     )
                 return result
+        elif type(run) is UnsampledRun:  # a run sampling left out: no span to record
+            if not measure:
+                if timeout_s is None:
+                    return await handler.execute(ctx)
+                async with asyncio.timeout(timeout_s):
+                    return await handler.execute(ctx)
+            scope = _NO_SPAN
     elif not measure:
         if timeout_s is None:
             return await handler.execute(ctx)
@@ -143,8 +154,10 @@ async def run_attempt(
     node = ctx.node
     started = perf_counter() if measure else 0.0
     status = "FAILED"
+    if scope is None:
+        scope = attempt_span(node.id, node.type, ctx.scope, ctx.attempt, ctx.execution_id)
     try:
-        with attempt_span(node.id, node.type, ctx.scope, ctx.attempt, ctx.execution_id) as span:
+        with scope as span:
             try:
                 if timeout_s is None:
                     result = await handler.execute(ctx)
