@@ -368,6 +368,18 @@ class CommitStepsResponse(_message.Message):
     outcomes: _containers.RepeatedCompositeFieldContainer[CommitStepOutcome]
     def __init__(self, outcomes: _Optional[_Iterable[_Union[CommitStepOutcome, _Mapping]]] = ...) -> None: ...
 
+class CommitStreamRequest(_message.Message):
+    __slots__ = ("commits",)
+    COMMITS_FIELD_NUMBER: _ClassVar[int]
+    commits: _containers.RepeatedCompositeFieldContainer[CommitStepRequest]
+    def __init__(self, commits: _Optional[_Iterable[_Union[CommitStepRequest, _Mapping]]] = ...) -> None: ...
+
+class CommitStreamResponse(_message.Message):
+    __slots__ = ("outcomes",)
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    outcomes: _containers.RepeatedCompositeFieldContainer[CommitStepOutcome]
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[CommitStepOutcome, _Mapping]]] = ...) -> None: ...
+
 class LiveEvent(_message.Message):
     __slots__ = ("seq", "event")
     SEQ_FIELD_NUMBER: _ClassVar[int]

@@ -100,6 +100,11 @@ class StateServiceStub:
                 request_serializer=weft_dot_state_dot_v1_dot_state__pb2.CommitStepsRequest.SerializeToString,
                 response_deserializer=weft_dot_state_dot_v1_dot_state__pb2.CommitStepsResponse.FromString,
                 _registered_method=True)
+        self.CommitStream = channel.stream_stream(
+                '/weft.state.v1.StateService/CommitStream',
+                request_serializer=weft_dot_state_dot_v1_dot_state__pb2.CommitStreamRequest.SerializeToString,
+                response_deserializer=weft_dot_state_dot_v1_dot_state__pb2.CommitStreamResponse.FromString,
+                _registered_method=True)
         self.StreamEvents = channel.unary_stream(
                 '/weft.state.v1.StateService/StreamEvents',
                 request_serializer=weft_dot_state_dot_v1_dot_state__pb2.StreamEventsRequest.SerializeToString,
@@ -217,6 +222,16 @@ class StateServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CommitStream(self, request_iterator, context):
+        """The same commits over one long-lived stream (a worker's hot path: no per-call set-up). Each
+        request message (one or more commits, as CommitSteps) is answered by exactly one response
+        message, in order, as CommitSteps would answer it; a message is answered only after its
+        transaction committed, and the next one is read after that answer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StreamEvents(self, request, context):
         """Replay the event log after after_seq, then tail live events with no gap and no duplicate.
         Ends after a terminal event.
@@ -317,6 +332,11 @@ def add_StateServiceServicer_to_server(servicer, server):
                     servicer.CommitSteps,
                     request_deserializer=weft_dot_state_dot_v1_dot_state__pb2.CommitStepsRequest.FromString,
                     response_serializer=weft_dot_state_dot_v1_dot_state__pb2.CommitStepsResponse.SerializeToString,
+            ),
+            'CommitStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.CommitStream,
+                    request_deserializer=weft_dot_state_dot_v1_dot_state__pb2.CommitStreamRequest.FromString,
+                    response_serializer=weft_dot_state_dot_v1_dot_state__pb2.CommitStreamResponse.SerializeToString,
             ),
             'StreamEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamEvents,
@@ -691,6 +711,33 @@ class StateService:
             '/weft.state.v1.StateService/CommitSteps',
             weft_dot_state_dot_v1_dot_state__pb2.CommitStepsRequest.SerializeToString,
             weft_dot_state_dot_v1_dot_state__pb2.CommitStepsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CommitStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/weft.state.v1.StateService/CommitStream',
+            weft_dot_state_dot_v1_dot_state__pb2.CommitStreamRequest.SerializeToString,
+            weft_dot_state_dot_v1_dot_state__pb2.CommitStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,
