@@ -393,11 +393,14 @@ async def test_live_events_cross_replicas_through_redis(postgres_backend: Backen
             await s.db.close()
 
 
-@pytest.mark.parametrize("scripts", [True, False], ids=["one-eval-per-batch", "refused-script"])
+@pytest.mark.parametrize(
+    "scripts", [None, True, False], ids=["lean-publisher", "one-eval-per-batch", "refused-script"]
+)
 async def test_a_burst_of_publishes_crosses_replicas_complete_and_in_order(
-    postgres_backend: Backend, scripts: bool
+    postgres_backend: Backend, scripts: bool | None
 ) -> None:
-    """A burst of publishes on several channels (sent in batches, one EVAL per batch, or one
+    """A burst of publishes on several channels (sent in batches: by the bus's own publisher on
+    a plain TCP Redis; through redis-py on TLS or a Unix socket, one EVAL per batch, or one
     PUBLISH each once Redis refuses the script) reaches the other replica whole and in order
     per execution, interleaved with an execution nobody streams there."""
     from redis.exceptions import ResponseError
@@ -405,6 +408,9 @@ async def test_a_burst_of_publishes_crosses_replicas_complete_and_in_order(
     prefix = f"{postgres_backend.redis_prefix}burst{scripts}:"
     writer = RedisBus(postgres_backend.redis_url, prefix=prefix)
     reader = RedisBus(postgres_backend.redis_url, prefix=prefix)
+    assert writer._publisher is not None  # plain TCP
+    if scripts is not None:
+        writer._publisher = None  # the redis-py path (what TLS and Unix sockets take)
     await writer.start()
     await reader.start()
     try:
@@ -418,7 +424,7 @@ async def test_a_burst_of_publishes_crosses_replicas_complete_and_in_order(
                 return await evaluate(*args)  # type: ignore[arg-type]
 
             writer._redis.eval = count  # type: ignore[method-assign]
-        else:
+        elif scripts is False:
             async def refuse(*args: object) -> None:
                 nonlocal refusals
                 refusals += 1
@@ -443,9 +449,13 @@ async def test_a_burst_of_publishes_crosses_replicas_complete_and_in_order(
                 got.append(event)
             assert [e.seq for e in got] == list(range(1, n + 1))
             assert {e.execution_id for e in got} == {eid} and not sub.overflowed
-        assert writer._scripts is scripts
-        assert refusals == (0 if scripts else 1)
-        assert (evals >= 1) is scripts  # the script carried the batches (4 x 700 messages)
+        if scripts is None:
+            assert writer._publisher is not None and 1 <= writer._publisher.batches < 4 * n
+            assert evals == refusals == 0
+        else:
+            assert writer._scripts is scripts
+            assert refusals == (0 if scripts else 1)
+            assert (evals >= 1) is scripts  # the script carried the batches (4 x 700 messages)
     finally:
         await reader.close()
         await writer.close()

@@ -181,6 +181,136 @@ def _decode(execution_id: str, data: str) -> tuple[str, list[StoredEvent]]:
     return source.removesuffix(_LIVE_MARK), events
 
 
+_PUBLISH_HEAD = b"*3\r\n$7\r\nPUBLISH\r\n$"
+_REPLY_TIMEOUT_S = 5.0  # a Redis that answers nothing for this long is reconnected to
+_MAX_PENDING = 100_000  # messages kept while Redis is slow or down (then dropped)
+
+
+class _Publisher(asyncio.Protocol):
+    """PUBLISH over a plain TCP connection of its own, RESP written and read here: the bus's
+    hot path (one publish per commit) at the cost of one ``bytes`` join, one socket write per
+    batch and a count of the replies; redis-py's client layer cost several times the commit's
+    own CPU in the state service.
+
+    One connection and one writer, so Redis runs the PUBLISHes in the order they were handed
+    in. Batches: messages handed in while a batch's replies are outstanding go together in the
+    next one. ``push`` never blocks; it schedules the write with ``call_soon``, so the commit
+    that published answers its caller first (the answer is written before the loop comes back
+    to this). While Redis is down messages wait (up to ``_MAX_PENDING``, then are dropped) and
+    a batch written when the connection broke is lost: streams recover from the database."""
+
+    def __init__(self, host: str, port: int, username: str | None, password: str | None) -> None:
+        self._host, self._port = host, port
+        self._auth: bytes | None = None
+        if password is not None:
+            words = ["AUTH", *([username] if username else []), password]
+            self._auth = _command(words)
+        self._pending: list[bytes] = []
+        self._awaiting = 0  # replies still due for the batch written last
+        self._sent_at = 0.0
+        self._buf = b""
+        self._transport: asyncio.Transport | None = None
+        self._scheduled = False
+        self._closed = False
+        self._task: asyncio.Task[None] | None = None
+        self._warned = False
+        self.batches = 0  # batches written (tests)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._connect(), name="redis-publish")
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        if self._transport is not None:
+            self._transport.close()
+
+    def push(self, channel: str, message: str) -> None:
+        if len(self._pending) >= _MAX_PENDING:
+            return  # Redis is far behind or down: subscribers fall back to the database
+        c, m = channel.encode(), message.encode()
+        self._pending.append(b"%b%d\r\n%b\r\n$%d\r\n%b\r\n" % (_PUBLISH_HEAD, len(c), c, len(m), m))
+        if self._awaiting:
+            loop = asyncio.get_running_loop()
+            if self._transport is not None and loop.time() - self._sent_at > _REPLY_TIMEOUT_S:
+                self._transport.abort()  # Redis hangs: reconnect (connection_lost)
+        elif not self._scheduled and self._transport is not None:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if self._transport is None or self._awaiting or not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        self._awaiting = len(batch)
+        self._sent_at = asyncio.get_running_loop().time()
+        self.batches += 1
+        self._transport.write(b"".join(batch))
+
+    # -- asyncio.Protocol ----------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        lines = (self._buf + data).split(b"\r\n")
+        self._buf = lines.pop()
+        for line in lines:
+            if line[:1] == b"-":
+                self._warn(line.decode(errors="replace"))
+            self._awaiting -= 1
+        if self._awaiting <= 0:
+            self._awaiting = 0
+            self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        self._awaiting = 0  # the batch in flight may be lost: streams recover it
+        self._buf = b""
+        if not self._closed:
+            self._warn(f"connection lost ({exc})")
+            self.start()
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            try:
+                transport, _ = await asyncio.wait_for(
+                    loop.create_connection(lambda: self, self._host, self._port), 1.0
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._warn(f"cannot connect ({exc})")
+                await asyncio.sleep(0.5)
+                continue
+            assert isinstance(transport, asyncio.Transport)
+            self._transport = transport
+            if self._auth is not None:
+                self._awaiting = 1  # its reply is counted like a PUBLISH's (an error is logged)
+                self._sent_at = loop.time()
+                transport.write(self._auth)
+            else:
+                self._flush()
+            if self._warned:
+                log.info("Redis publisher connected")
+                self._warned = False
+            return
+
+    def _warn(self, what: str) -> None:
+        if not self._warned:
+            log.warning("Redis publish: %s; streams fall back to the database", what)
+            self._warned = True
+
+
+def _command(words: Sequence[str]) -> bytes:
+    out = [b"*%d\r\n" % len(words)]
+    for word in words:
+        raw = word.encode()
+        out.append(b"$%d\r\n%b\r\n" % (len(raw), raw))
+    return b"".join(out)
+
+
 class RedisBus(_LocalFanout):
     """Local fan-out plus Redis pub/sub between replicas (``weft:events:<id>`` while streamed here,
     ``weft:work``)."""
@@ -188,6 +318,7 @@ class RedisBus(_LocalFanout):
     def __init__(self, url: str, *, buffer: int = 10_000, prefix: str = "") -> None:
         super().__init__(buffer=buffer)
         from redis.asyncio import Redis  # imported here: embedded mode never needs redis
+        from redis.asyncio.connection import Connection
         from redis.exceptions import ResponseError
 
         self._url = url
@@ -207,12 +338,22 @@ class RedisBus(_LocalFanout):
         self._pending: set[asyncio.Task[None]] = set()
         self._scripts = True  # publish a batch with one EVAL (see _send)
         self._refused: type[Exception] = ResponseError  # what Redis answers an EVAL it refuses
+        # Plain TCP (the usual case): publishes go through the lean publisher; TLS and Unix
+        # sockets through redis-py (the outbox and _send_loop).
+        pool = self._redis.connection_pool
+        kw = pool.connection_kwargs
+        self._publisher: _Publisher | None = (
+            _Publisher(kw["host"], kw["port"], kw.get("username"), kw.get("password"))
+            if pool.connection_class is Connection
+            else None
+        )
 
     async def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._send_loop(), name="redis-bus-send"),
-            asyncio.create_task(self._receive_loop(), name="redis-bus-receive"),
-        ]
+        self._tasks = [asyncio.create_task(self._receive_loop(), name="redis-bus-receive")]
+        if self._publisher is not None:
+            self._publisher.start()
+        else:
+            self._tasks.append(asyncio.create_task(self._send_loop(), name="redis-bus-send"))
 
     async def close(self) -> None:
         self._closed = True
@@ -221,6 +362,8 @@ class RedisBus(_LocalFanout):
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self._publisher is not None:
+            await self._publisher.close()
         self._wake_workers()
         with contextlib.suppress(Exception):
             await self._redis.aclose()
@@ -273,6 +416,9 @@ class RedisBus(_LocalFanout):
         self._enqueue(self._work_channel, self.instance_id)
 
     def _enqueue(self, channel: str, message: str) -> None:
+        if self._publisher is not None:
+            self._publisher.push(channel, message)
+            return
         try:
             self._outbox.put_nowait((channel, message))
         except asyncio.QueueFull:
