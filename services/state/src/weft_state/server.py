@@ -43,6 +43,7 @@ class RunningStateService:
     port: int
     grpc: GrpcServer
     store: StateStore
+    servicer: StateServicer | None = None
 
     @property
     def db(self) -> Database:
@@ -53,6 +54,9 @@ class RunningStateService:
         return self.store.bus
 
     async def stop(self) -> None:
+        if self.servicer is not None:
+            # Idle commit streams would hold the grace period: end them first.
+            await self.servicer.close_streams()
         await self.grpc.stop()
         await self.store.bus.close()
         await self.store.db.close()
@@ -68,4 +72,4 @@ async def serve(settings: StateSettings) -> RunningStateService:
         register=lambda s: state_pb2_grpc.add_StateServiceServicer_to_server(servicer, s),  # type: ignore[no-untyped-call]
     )
     port = await server.start(f"{settings.host}:{settings.port}")
-    return RunningStateService(port=port, grpc=server, store=store)
+    return RunningStateService(port=port, grpc=server, store=store, servicer=servicer)

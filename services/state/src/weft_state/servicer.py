@@ -5,9 +5,11 @@ Domain errors (``weft_common.errors``) become gRPC statuses in the server's inte
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
-from collections.abc import AsyncIterator, Iterable
+import logging
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias
 
@@ -43,6 +45,8 @@ from .domain import (
 from .store import StateStore
 
 __all__ = ["StateServicer"]
+
+log = logging.getLogger("weft.state.servicer")
 
 Ctx: TypeAlias = grpc.aio.ServicerContext
 
@@ -378,6 +382,42 @@ def _outcome_error(exc: WeftError) -> state_pb2.CommitStepOutcome:
     )
 
 
+def _commit_error(exc: Exception) -> WeftError:
+    """What a failed commit answers: its domain error; UNAVAILABLE when the database went away
+    (ambiguous: it may have committed; the writer's retry finds out); else a logged failure."""
+    if isinstance(exc, WeftError):
+        return exc
+    if is_transient_error(exc):
+        return Unavailable(f"database unavailable: {exc}")
+    log.exception("commit failed")
+    return WeftError(f"commit failed: {exc}")
+
+
+async def _commit_outcomes(
+    store: StateStore, items: Sequence[state_pb2.CommitStepRequest]
+) -> list[state_pb2.CommitStepOutcome]:
+    """``CommitSteps`` (and one message of ``CommitStream``): one outcome per item."""
+    if len(items) == 1:
+        # One commit (the chain's case): the one-statement CommitStep path, answered as an item.
+        try:
+            result: CommitResult | WeftError = await commits.commit_step(
+                store, _commit_request(items[0])
+            )
+        except Exception as exc:
+            result = _commit_error(exc)
+        return [_outcome(result)]
+    outcomes: list[state_pb2.CommitStepOutcome | None] = []
+    reqs: list[CommitRequest] = []
+    for item in items:
+        try:
+            reqs.append(_commit_request(item))
+            outcomes.append(None)
+        except WeftError as exc:  # a malformed item fails alone
+            outcomes.append(_outcome_error(exc))
+    results = iter(await commits.commit_steps(store, reqs))
+    return [o if o is not None else _outcome(next(results)) for o in outcomes]
+
+
 def _outcome(result: CommitResult | WeftError) -> state_pb2.CommitStepOutcome:
     if isinstance(result, WeftError):
         return _outcome_error(result)
@@ -392,8 +432,8 @@ def _outcome(result: CommitResult | WeftError) -> state_pb2.CommitStepOutcome:
 def _unavailable_when_db_is_down(cls: type) -> type:
     """Wrap every RPC: a lost database connection becomes UNAVAILABLE (retryable), not INTERNAL."""
     for name, fn in list(vars(cls).items()):
-        if name.startswith("_") or not callable(fn):
-            continue
+        if name.startswith("_") or not hasattr(state_pb2_grpc.StateServiceServicer, name):
+            continue  # not an RPC
         if inspect.isasyncgenfunction(fn):
 
             def wrap_stream(fn: Any = fn) -> Any:
@@ -432,6 +472,8 @@ def _unavailable_when_db_is_down(cls: type) -> type:
 class StateServicer(state_pb2_grpc.StateServiceServicer):
     def __init__(self, store: StateStore) -> None:
         self.store = store
+        self._closing = False
+        self._idle_streams: set[Ctx] = set()
 
     async def RegisterWorkflow(
         self, request: state_pb2.RegisterWorkflowRequest, context: Ctx
@@ -569,18 +611,40 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
     async def CommitSteps(
         self, request: state_pb2.CommitStepsRequest, context: Ctx
     ) -> state_pb2.CommitStepsResponse:
-        outcomes: list[state_pb2.CommitStepOutcome | None] = []
-        reqs: list[CommitRequest] = []
-        for item in request.commits:
-            try:
-                reqs.append(_commit_request(item))
-                outcomes.append(None)
-            except WeftError as exc:  # a malformed item fails alone
-                outcomes.append(_outcome_error(exc))
-        results = iter(await commits.commit_steps(self.store, reqs))
         return state_pb2.CommitStepsResponse(
-            outcomes=[o if o is not None else _outcome(next(results)) for o in outcomes]
+            outcomes=await _commit_outcomes(self.store, request.commits)
         )
+
+    async def CommitStream(
+        self, request_iterator: AsyncIterator[state_pb2.CommitStreamRequest], context: Ctx
+    ) -> None:
+        """Each message as ``CommitSteps``, answered in order, one at a time (read the next one
+        only after answering this one). Nothing ends the stream but the client, a broken
+        connection or ``close_streams``: every failure, the database's included, is an item's
+        outcome (UNAVAILABLE when the database went away: ambiguous, as a failed call is)."""
+        self._idle_streams.add(context)  # waiting for a message: close_streams may end it
+        try:
+            while not self._closing:
+                request = await context.read()
+                if request is grpc.aio.EOF:
+                    return
+                self._idle_streams.discard(context)
+                try:
+                    outcomes = await _commit_outcomes(self.store, request.commits)
+                except Exception as exc:  # the whole message failed (CommitSteps' call would)
+                    outcomes = [_outcome_error(_commit_error(exc))] * len(request.commits)
+                await context.write(state_pb2.CommitStreamResponse(outcomes=outcomes))
+                self._idle_streams.add(context)
+        finally:
+            self._idle_streams.discard(context)
+
+    async def close_streams(self) -> None:
+        """Before the server stops: end the commit streams (an idle one at once, UNAVAILABLE,
+        a busy one after answering its message), so the shutdown grace is not spent on them."""
+        self._closing = True
+        for context in list(self._idle_streams):
+            with contextlib.suppress(Exception):  # AbortError: it ended as asked
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "state service stopping")
 
     async def StreamEvents(
         self, request: state_pb2.StreamEventsRequest, context: Ctx
