@@ -12,6 +12,7 @@ step). Events are published to the bus after the transaction commits.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
@@ -122,9 +123,13 @@ async def _commit_fast(store: StateStore, req: CommitRequest, now: datetime) -> 
     args = fast_commit_args(req, tails, now)
     if args is None:
         return None
-    assert store.db.pg_pool is not None
-    async with store.db.pg_pool.acquire() as conn:
+    pool = store.db.pg_pool
+    assert pool is not None
+    conn = await pool.acquire()
+    try:
         row = await conn.fetchrow(FAST_COMMIT_SQL, *args)
+    finally:
+        _release_soon(pool, conn)
     if row is None:
         return None  # the general path says why, or handles the open pauses
     first = row["last_seq"] - len(tails) + 1
@@ -134,6 +139,17 @@ async def _commit_fast(store: StateStore, req: CommitRequest, now: datetime) -> 
     ]
     _after_commit(store, req, events)
     return CommitResult(version=row["version"], last_seq=row["last_seq"])
+
+
+_releasing: set[asyncio.Task[None]] = set()
+
+
+def _release_soon(pool: asyncpg.Pool, conn: Any) -> None:
+    """Give the connection back in a task of its own: ``Pool.release`` takes two turns of the
+    event loop (a shielded task), which the commit's answer need not wait for."""
+    task = asyncio.get_running_loop().create_task(pool.release(conn))
+    _releasing.add(task)
+    task.add_done_callback(_releasing.discard)
 
 
 async def commit_steps(
@@ -202,10 +218,14 @@ async def _commit_fast_group(
     # One lock order for every group: two groups (or a group and a multi-row update elsewhere)
     # never wait on each other crosswise.
     items.sort(key=lambda item: item[1].lease.execution_id)
-    assert store.db.pg_pool is not None
+    pool = store.db.pg_pool
+    assert pool is not None
     try:
-        async with store.db.pg_pool.acquire() as conn:
+        conn = await pool.acquire()
+        try:
             rows = await conn.fetchmany(FAST_COMMIT_BATCH_SQL, [item[3] for item in items])
+        finally:
+            _release_soon(pool, conn)
     except asyncpg.PostgresError as exc:
         if isinstance(exc, asyncpg.PostgresConnectionError):
             raise
