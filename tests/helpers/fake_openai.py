@@ -59,6 +59,8 @@ class Reply:
     raw_body: bytes | None = None
     # Stream: append "@<time.time_ns() at send>;" to each chunk (latency benchmarks).
     stamp: bool = False
+    # Stream: send no content before this is set (a test's client is listening by then); 10 s cap.
+    start_after: threading.Event | None = None
 
 
 @dataclass(slots=True)
@@ -279,6 +281,10 @@ class FakeOpenAI:
             writer.write(event({**base, "choices": [
                 {"index": 0, "delta": {"role": "assistant", "content": ""},
                  "finish_reason": None}]}))
+            for _ in range(2000):
+                if reply.start_after is None or reply.start_after.is_set():
+                    break
+                await asyncio.sleep(0.005)
             for i, text in enumerate(reply.chunks):
                 if reply.stall_after is not None and i == reply.stall_after:
                     return await self._stall(rec, reader, writer)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -234,9 +235,12 @@ async def test_live_chunks_reach_clients_before_their_commit_and_reconnects_repl
         monkeypatch.setattr(commits, "commit_steps", gated_commit_steps)
 
     # Fewer than LIVE_WINDOW chunks: with their commits held, all but the first few go live.
+    # They start once client A follows the stream (chunks live before it subscribed would reach
+    # it only from the log, i.e. after their held commits).
     words = [f"w{i} " for i in range(50)]
+    following = threading.Event()
     fake.reset()
-    fake.script(Reply(chunks=words, usage=(3, 50), chunk_delay_s=0.01))
+    fake.script(Reply(chunks=words, usage=(3, 50), chunk_delay_s=0.01, start_after=following))
     async with httpx.AsyncClient(base_url=stack.url, timeout=60) as client:
         resp = await client.post(
             "/v1/executions",
@@ -257,6 +261,7 @@ async def test_live_chunks_reach_clients_before_their_commit_and_reconnects_repl
                 async for sse in EventSource(r).aiter_sse():
                     if not sse.id:
                         continue
+                    following.set()
                     seen.append((int(sse.id), sse.event, sse.data))
                     if (
                         sse.event == "stream:chunk"
