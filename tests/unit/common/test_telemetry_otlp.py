@@ -150,12 +150,16 @@ def test_lean_node_spans_encode_as_the_sdk_encodes_them(tel: TestTelemetry) -> N
                 if i == 4:
                     s.set_attribute("gen_ai.usage.input_tokens", 12)
             LOG_IDS.reset(ids)
-        with node_span("outer", "subworkflow", execution_id="exec-o"):
+        with pytest.raises(ValueError):
+            with node_span("raises", "transform", execution_id="exec-o"):  # an event
+                raise ValueError("boom")
+        with node_span("outer", "subworkflow", execution_id="exec-o") as outer:
+            outer.update_name("renamed outer")
             with node_span("inner", "transform", execution_id="exec-o"):
                 pass
     trace_id = ex.get_span_context().trace_id
     spans = [s for s in tel.spans() if s.context.trace_id == trace_id]
-    assert len(spans) == 23
+    assert len(spans) == 24
     _same(spans)
 
 

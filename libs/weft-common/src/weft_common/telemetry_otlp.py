@@ -24,6 +24,8 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.trace import SpanKind
 
+from .telemetry_spans import _LEAN, format_scope
+
 __all__ = ["WeftOTLPSpanExporter", "encode_spans_bytes"]
 
 _logger = logging.getLogger("weft.telemetry")
@@ -139,6 +141,18 @@ def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
     return b"".join(parts)
 
 
+def _key_value_field(tag: bytes, key: str, value: Any) -> bytes:
+    """One cached ``KeyValue`` field (a scalar value the encoder takes; see ``_attributes``)."""
+    kind = type(value)
+    field = _cache.get((key, kind, value))
+    if field is None:
+        field = _len_field(tag, _key_value(key, value))
+        if len(_cache) >= _CACHE_MAX:
+            _cache.clear()
+        _cache[key, kind, value] = field
+    return field
+
+
 def _flags(parent: Any) -> bytes:
     flags = _HAS_IS_REMOTE
     if parent and parent.is_remote:
@@ -153,7 +167,58 @@ def _trace_state(trace_state: Any) -> bytes:
     return encoded
 
 
+_HAS_IS_REMOTE_FLAGS = _T16_FIXED32 + _fixed32(_HAS_IS_REMOTE)
+_INTERNAL_KIND = _T6_VARINT + _SMALL[1]
+
+
+def _lean_span(span: Any) -> bytes | None:
+    """A lean node span (``telemetry_spans._NodeSpan``) encoded from its fields, as ``_span``
+    would from the properties that build its name, context and attribute dict; None for what
+    that does not cover (events, links, set attributes, a value length limit: ``_span`` then)."""
+    run = span._run
+    if span._events or span._extra or run.sink.limit is not None:
+        return None
+    run_context = run.span_context
+    outer = span._outer
+    parent_id = (outer.get_span_context() if outer is not None else run_context).span_id
+    node_id, node_type = span._node_id, span._node_type
+    out = [
+        _T1_LEN,
+        b"\x10",
+        run_context.trace_id.to_bytes(16, "big"),
+        _T2_LEN,
+        b"\x08",
+        span._span_id.to_bytes(8, "big"),
+    ]
+    trace_state = _trace_state(run_context.trace_state)
+    if trace_state:
+        out.append(_len_field(_T3_LEN, trace_state))
+    out += (_T4_LEN, b"\x08", parent_id.to_bytes(8, "big"))
+    name = span._name or f"{node_type} {node_id}"
+    out += (_len_field(_T5_LEN, name.encode()), _INTERNAL_KIND)
+    out += (_T7_FIXED64, _fixed64(span._start_time), _T8_FIXED64, _fixed64(span._end_time))
+    # The attribute dict's entries, in its order (``_NodeSpan._attribute_dict``).
+    out.append(_key_value_field(_T9_LEN, "weft.node.id", node_id))
+    out.append(_key_value_field(_T9_LEN, "weft.node.type", node_type))
+    out.append(_key_value_field(_T9_LEN, "weft.node.attempt", span._attempt))
+    if span._scope:
+        out.append(_key_value_field(_T9_LEN, "weft.node.scope", format_scope(span._scope)))
+    if span._execution_id:
+        out.append(_key_value_field(_T9_LEN, "weft.execution.id", span._execution_id))
+    if span._node_status:
+        out.append(_key_value_field(_T9_LEN, "weft.node.status", span._node_status))
+    if span._error_code:
+        out.append(_key_value_field(_T9_LEN, "weft.error.code", span._error_code))
+    out.append(_len_field(_T15_LEN, _status(span._status)))
+    out.append(_HAS_IS_REMOTE_FLAGS)
+    return b"".join(out)
+
+
 def _span(span: Any) -> bytes:
+    if type(span) in _LEAN:
+        encoded = _lean_span(span)
+        if encoded is not None:
+            return encoded
     ctx = span.get_span_context()
     parent = span.parent
     out = [
