@@ -24,7 +24,7 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.trace import SpanKind
 
-from .telemetry_spans import _LEAN, format_scope
+from .telemetry_spans import _LEAN, _UNSET_STATUS, format_scope
 
 __all__ = ["WeftOTLPSpanExporter", "encode_spans_bytes"]
 
@@ -141,12 +141,13 @@ def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
     return b"".join(parts)
 
 
-def _key_value_field(tag: bytes, key: str, value: Any) -> bytes:
-    """One cached ``KeyValue`` field (a scalar value the encoder takes; see ``_attributes``)."""
-    kind = type(value)
+def _key_value_field(tag: bytes, key: str, value: Any, make: Any = None) -> bytes:
+    """One cached ``KeyValue`` field (a scalar value the encoder takes; see ``_attributes``), or
+    what ``make(tag, key, value)`` gives, cached under ``make``."""
+    kind = make or type(value)
     field = _cache.get((key, kind, value))
     if field is None:
-        field = _len_field(tag, _key_value(key, value))
+        field = make(tag, key, value) if make else _len_field(tag, _key_value(key, value))
         if len(_cache) >= _CACHE_MAX:
             _cache.clear()
         _cache[key, kind, value] = field
@@ -168,6 +169,7 @@ def _trace_state(trace_state: Any) -> bytes:
 
 
 _HAS_IS_REMOTE_FLAGS = _T16_FIXED32 + _fixed32(_HAS_IS_REMOTE)
+_UNSET_STATUS_FIELD = _len_field(_T15_LEN, b"")
 _INTERNAL_KIND = _T6_VARINT + _SMALL[1]
 
 
@@ -179,23 +181,21 @@ def _lean_span(span: Any) -> bytes | None:
     if span._events or span._extra or run.sink.limit is not None:
         return None
     run_context = run.span_context
+    trace_id, trace_state, run_parent = _run_fields(run, run_context)
     outer = span._outer
-    parent_id = (outer.get_span_context() if outer is not None else run_context).span_id
     node_id, node_type = span._node_id, span._node_type
-    out = [
-        _T1_LEN,
-        b"\x10",
-        run_context.trace_id.to_bytes(16, "big"),
-        _T2_LEN,
-        b"\x08",
-        span._span_id.to_bytes(8, "big"),
-    ]
-    trace_state = _trace_state(run_context.trace_state)
-    if trace_state:
-        out.append(_len_field(_T3_LEN, trace_state))
-    out += (_T4_LEN, b"\x08", parent_id.to_bytes(8, "big"))
-    name = span._name or f"{node_type} {node_id}"
-    out += (_len_field(_T5_LEN, name.encode()), _INTERNAL_KIND)
+    out = [trace_id, _T2_LEN, b"\x08", span._span_id.to_bytes(8, "big"), trace_state]
+    if outer is None:
+        out.append(run_parent)
+    else:
+        out += (_T4_LEN, b"\x08", outer.get_span_context().span_id.to_bytes(8, "big"))
+    name = span._name
+    out.append(
+        _len_field(_T5_LEN, name.encode())
+        if name is not None
+        else _key_value_field(_T5_LEN, node_type, node_id, _name_field)
+    )
+    out.append(_INTERNAL_KIND)
     out += (_T7_FIXED64, _fixed64(span._start_time), _T8_FIXED64, _fixed64(span._end_time))
     # The attribute dict's entries, in its order (``_NodeSpan._attribute_dict``).
     out.append(_key_value_field(_T9_LEN, "weft.node.id", node_id))
@@ -209,9 +209,29 @@ def _lean_span(span: Any) -> bytes | None:
         out.append(_key_value_field(_T9_LEN, "weft.node.status", span._node_status))
     if span._error_code:
         out.append(_key_value_field(_T9_LEN, "weft.error.code", span._error_code))
-    out.append(_len_field(_T15_LEN, _status(span._status)))
+    status = span._status
+    out.append(
+        _UNSET_STATUS_FIELD if status is _UNSET_STATUS else _len_field(_T15_LEN, _status(status))
+    )
     out.append(_HAS_IS_REMOTE_FLAGS)
     return b"".join(out)
+
+
+def _run_fields(run: Any, run_context: Any) -> tuple[bytes, bytes, bytes]:
+    """Trace id, trace state and parent span id fields of a run's node spans (kept on the run)."""
+    fields: tuple[bytes, bytes, bytes] | None = getattr(run, "otlp_fields", None)
+    if fields is None:
+        trace_state = _trace_state(run_context.trace_state)
+        fields = run.otlp_fields = (
+            _T1_LEN + b"\x10" + run_context.trace_id.to_bytes(16, "big"),
+            _len_field(_T3_LEN, trace_state) if trace_state else b"",
+            _T4_LEN + b"\x08" + run_context.span_id.to_bytes(8, "big"),
+        )
+    return fields
+
+
+def _name_field(tag: bytes, node_type: str, node_id: str) -> bytes:
+    return _len_field(tag, f"{node_type} {node_id}".encode())
 
 
 def _span(span: Any) -> bytes:
