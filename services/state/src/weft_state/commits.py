@@ -102,7 +102,10 @@ def _dedupe_logs(logs: tuple[NodeLogRow, ...]) -> tuple[NodeLogRow, ...]:
 
 
 def _deduped(req: CommitRequest) -> CommitRequest:
-    return replace(req, steps=_dedupe_steps(req.steps), node_logs=_dedupe_logs(req.node_logs))
+    steps, logs = _dedupe_steps(req.steps), _dedupe_logs(req.node_logs)
+    if steps is req.steps and logs is req.node_logs:
+        return req  # the usual case: no repeat, no copy
+    return replace(req, steps=steps, node_logs=logs)
 
 
 async def commit_step(store: StateStore, req: CommitRequest) -> CommitResult:

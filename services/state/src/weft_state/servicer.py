@@ -9,7 +9,7 @@ import contextlib
 import functools
 import inspect
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias
 
@@ -65,24 +65,22 @@ def _ts(value: datetime | None) -> Timestamp | None:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _dt(ts: Timestamp, present: bool) -> datetime | None:
+def _dt(ts: Timestamp) -> datetime:
     # = ts.ToDatetime(tzinfo=UTC) (microseconds, truncated), several times faster.
-    if not present:
-        return None
     return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
 
 
-def _scope(entries: Iterable[workflow_pb2.ScopeEntry]) -> Scope:
-    return tuple((e.container, e.index) for e in entries)
+def _scope(entries: Sequence[workflow_pb2.ScopeEntry]) -> Scope:
+    if not entries:
+        return ()  # top level: most records
+    return tuple([(e.container, e.index) for e in entries])
 
 
 def _scope_pb(scope: Scope) -> list[workflow_pb2.ScopeEntry]:
     return [workflow_pb2.ScopeEntry(container=c, index=i) for c, i in scope]
 
 
-def _error(msg: workflow_pb2.ExecutionError, present: bool) -> dict[str, Any] | None:
-    if not present:
-        return None
+def _error(msg: workflow_pb2.ExecutionError) -> dict[str, Any]:
     out: dict[str, Any] = {"message": msg.message, "code": msg.code}
     if msg.node_id:
         out["nodeId"] = msg.node_id
@@ -250,9 +248,9 @@ def _node_log(msg: workflow_pb2.NodeLog) -> NodeLogRow:
         node_type=msg.node_type,
         input_json=msg.input_json,
         output_json=msg.output_json,
-        error=_error(msg.error, msg.HasField("error")),
-        started_at=_dt(msg.started_at, msg.HasField("started_at")),
-        finished_at=_dt(msg.finished_at, msg.HasField("finished_at")),
+        error=_error(msg.error) if msg.HasField("error") else None,
+        started_at=_dt(msg.started_at) if msg.HasField("started_at") else None,
+        finished_at=_dt(msg.finished_at) if msg.HasField("finished_at") else None,
         duration_us=msg.duration_us,
         token_usage=usage,
     )
@@ -265,7 +263,7 @@ def _step(msg: state_pb2.StepRecord) -> StepRow:
         scope=_scope(msg.scope),
         status=_node_status(msg.status),
         output_json=msg.output_json,
-        error=_error(msg.error, msg.HasField("error")),
+        error=_error(msg.error) if msg.HasField("error") else None,
         fired_handles=tuple(msg.fired_handles),
         data_json=msg.data_json,
     )
@@ -292,7 +290,7 @@ def _event_in(msg: state_pb2.EventDraft) -> EventIn:
         type=msg.type,
         node_id=msg.node_id,
         scope=_scope(msg.scope),
-        timestamp=_dt(msg.timestamp, msg.HasField("timestamp")),
+        timestamp=_dt(msg.timestamp) if msg.HasField("timestamp") else None,
         payload_json=msg.payload_json,
     )
 
@@ -320,14 +318,14 @@ def _control(msg: state_pb2.ControlState) -> ControlChange:
         status=_exec_status(msg.status),
         variables_json=msg.variables_json,
         outputs_json=msg.outputs_json,
-        error=_error(msg.error, msg.HasField("error")),
+        error=_error(msg.error) if msg.HasField("error") else None,
         paused_nodes=tuple(
             PausedNode(
                 node_id=p.node_id,
                 scope=_scope(p.scope),
                 reason=p.reason,
                 input_schema_json=p.input_schema_json,
-                wake_at=_dt(p.wake_at, p.HasField("wake_at")),
+                wake_at=_dt(p.wake_at) if p.HasField("wake_at") else None,
             )
             for p in msg.paused_nodes
         ),
@@ -335,7 +333,7 @@ def _control(msg: state_pb2.ControlState) -> ControlChange:
         input_tokens=msg.token_usage.input_tokens,
         output_tokens=msg.token_usage.output_tokens,
         tokens_estimated=msg.token_usage.estimated,
-        wake_at=_dt(msg.wake_at, msg.HasField("wake_at")),
+        wake_at=_dt(msg.wake_at) if msg.HasField("wake_at") else None,
         release_lease=msg.release_lease,
     )
 
