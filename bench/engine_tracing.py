@@ -14,6 +14,10 @@ engine sees at run time (the telemetry flags, the batch processor's exporter):
 - ``off``: tracing and metrics off (the flags the helpers check; the SDK is not touched).
 - ``traces``: tracing on; the batch processor's exporter drops the batches (the processor's
   queue, batching and export thread still run).
+- ``traces-read``: as ``traces``, with an exporter that reads every field of every span (context,
+  parent, name, kind, times, status, resource, scope, events, links, attributes) and sends
+  nothing: the work any exporter does before its wire format (lean node spans build their
+  context, name and attributes on first read, so ``traces`` alone leaves that out).
 - ``traces-otlp``: tracing on; the OTLP/gRPC exporter ``setup_telemetry`` installs (the SDK's
   ``OTLPSpanExporter`` with Weft's encoder, ``weft_common.telemetry_otlp``) sends every span to a
   collector stub in another process: protobuf encoding and the gRPC send are in this process's
@@ -46,7 +50,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 N = 1000
-MODES = ("off", "traces", "traces-otlp", "traces-sdk", "traces+metrics", "sampled")
+MODES = ("off", "traces", "traces-read", "traces-otlp", "traces-sdk", "traces+metrics", "sampled")
 RESULTS = Path(__file__).parent / "results" / "engine_tracing.json"
 
 
@@ -74,6 +78,26 @@ class Telemetry:
             def export(self, spans: Any) -> SpanExportResult:
                 return SpanExportResult.SUCCESS
 
+        class Read(SpanExporter):
+            """Reads every field of every span, as any exporter must before encoding it (lean
+            node spans build their context, name and attributes on first read), sends nothing."""
+
+            def export(self, spans: Any) -> SpanExportResult:
+                for span in spans:
+                    context, parent = span.context, span.parent
+                    _ = (
+                        context.trace_id,
+                        context.span_id,
+                        context.trace_flags,
+                        context.trace_state,
+                    )
+                    _ = (parent.span_id if parent is not None else 0, span.name, span.kind)
+                    _ = (span.start_time, span.end_time, span.status.status_code, span.resource)
+                    _ = (span.instrumentation_scope, list(span.events), list(span.links))
+                    for _item in (span.attributes or {}).items():
+                        pass
+                return SpanExportResult.SUCCESS
+
         class Switch(SpanExporter):
             """The batch processor's exporter: drops, or hands the batch to OTLP."""
 
@@ -94,6 +118,7 @@ class Telemetry:
                 pass
 
         self.drop = Drop()
+        self.read = Read()
         # The exporter setup_telemetry installs for OTLP (the SDK's, with Weft's encoder).
         self.otlp = WeftOTLPSpanExporter(endpoint=f"http://127.0.0.1:{otlp_port}", insecure=True)
         self.switch = Switch()
@@ -110,7 +135,9 @@ class Telemetry:
 
         flags.tracing = mode != "off"
         flags.metrics = mode in ("traces+metrics", "sampled")
-        self.switch.target = self.otlp if mode == "traces-otlp" else self.drop
+        self.switch.target = {"traces-otlp": self.otlp, "traces-read": self.read}.get(
+            mode, self.drop
+        )
         # The lean node spans' sink for this provider, or none (SDK spans), as the engine sees it.
         telemetry_spans._sink_cache = (None, None)
         if mode == "traces-sdk":
