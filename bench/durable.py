@@ -9,17 +9,19 @@ fresh PostgreSQL database, with Redis), the executor (gRPC server and worker) in
 the garbage-collector set-up the executor service applies at start (``ExecutorService.start``
 calls ``engine.tune_gc``; the in-memory baselines run after it, so with the same set-up);
 executions are started through ``ExecutorService.StartExecution`` of a registered workflow, run
-by the worker and committed with one ``CommitStep`` per step (grouped when steps finish together).
+by the worker and committed one step at a time (grouped when steps finish together), each commit
+a message of the worker's ``CommitStream`` calls (``CommitStep`` calls when tracing is on).
 
 1. Per-node overhead: a 200-node chain of no-op nodes; per node = (execution:completed timestamp
    - execution:started timestamp) / nodes, median of several runs, minus the same chain in
-   memory (target <= 2 ms per node; the floor is ~0.5 ms of gRPC plus a commit).
+   memory (target <= 2 ms per node; the floor is a stream message each way, ~0.2 ms each on
+   this machine, plus the commit statement, ~0.6 ms through asyncpg).
 2. Durable executions per second: a 10-node workflow with forks and joins, 20 in flight, counted
    when the final commit is durable (target >= 150/s). Commits of executions that are ready at
-   the same moment go together in one ``CommitSteps`` call (cross-execution group commit);
-   ``commit_rpcs_per_10_node_execution`` shows how many RPCs they took.
+   the same moment go together in one message (cross-execution group commit);
+   ``commit_rpcs_per_10_node_execution`` shows how many messages (or RPCs) they took.
 
-For context it also prints the median ``CommitStep`` round trip seen by the executor during the
+For context it also prints the median commit round trip seen by the executor during the
 chain, and the median latency of a bare one-row INSERT + COMMIT on the same PostgreSQL server (the
 WAL flush every durable step pays; on a slow or busy disk it dominates the per-node time).
 
@@ -348,8 +350,9 @@ async def main(quick: bool) -> None:
             },
             "in_memory_executions_per_s_10_nodes_20_in_flight": {"value": mem_rate, "unit": "/s"},
             "commit_step_calls_per_10_node_execution": {"value": commits_per_execution, "unit": ""},
-            # CommitStep + CommitSteps RPCs: below the commits when commits of several
-            # executions went together (cross-execution group commit).
+            # Commit messages of the worker's CommitStream calls (CommitStep/CommitSteps RPCs
+            # with tracing on): below the commits when commits of several executions went
+            # together (cross-execution group commit).
             "commit_rpcs_per_10_node_execution": {"value": rpcs_per_execution, "unit": ""},
             # CPU per execution of the two processes during the throughput runs (PostgreSQL's
             # and Redis's own are not counted): what the 2 cores are shared out on.
