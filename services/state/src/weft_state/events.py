@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -285,6 +286,10 @@ class _Publisher(asyncio.Protocol):
                 await asyncio.sleep(0.5)
                 continue
             assert isinstance(transport, asyncio.Transport)
+            sock = transport.get_extra_info("socket")
+            if sock is not None:  # an idle publisher must notice a connection gone quietly
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             self._transport = transport
             if self._auth is not None:
                 self._awaiting = 1  # its reply is counted like a PUBLISH's (an error is logged)
