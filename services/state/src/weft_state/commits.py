@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -26,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from weft_common import jsonutil
 from weft_common.errors import Conflict, InvalidArgument, NotFound, Unavailable, WeftError
 
+from . import commits_sqlite
 from .children import (
     Cascade,
     Family,
@@ -115,7 +117,20 @@ async def commit_step(store: StateStore, req: CommitRequest) -> CommitResult:
         done = await _commit_fast(store, req, now)
         if done is not None:
             return done
+    elif (item := commits_sqlite.prepare(store, req, now)) is not None:
+        if await commits_sqlite.commit_fast(store, item):
+            return _fast_done(store, req, item)
     return await _commit_general(store, req, now)
+
+
+def _fast_done(
+    store: StateStore, req: CommitRequest, item: commits_sqlite.Prepared
+) -> CommitResult:
+    """A commit the SQLite fast path wrote: publish its events, answer it."""
+    assert item.result is not None
+    _after_commit(store, req, item.stored_events())
+    version, last_seq = item.result
+    return CommitResult(version=version, last_seq=last_seq)
 
 
 async def _commit_fast(store: StateStore, req: CommitRequest, now: datetime) -> CommitResult | None:
@@ -178,6 +193,8 @@ async def commit_steps(
     general = [False] * len(reqs)  # the fast path refused it: only the general path remains
     if store.db.pg_pool is not None and reqs:
         await _commit_fast_group(store, reqs, out, general)
+    elif reqs:
+        await _commit_sqlite_group(store, reqs, out, general)
     for i, req in enumerate(reqs):
         if out[i] is not None:
             continue
@@ -251,6 +268,44 @@ async def _commit_fast_group(
         ]
         _after_commit(store, req, events)
         out[i] = CommitResult(version=row["version"], last_seq=row["last_seq"])
+
+
+async def _commit_sqlite_group(
+    store: StateStore,
+    reqs: list[CommitRequest],
+    out: list[CommitResult | WeftError | None],
+    general: list[bool],
+) -> None:
+    """The SQLite form of ``_commit_fast_group``: the items that fit the fast path in ONE
+    transaction, in one hop to the connection's thread."""
+    now = utcnow()
+    items: list[tuple[int, CommitRequest, commits_sqlite.Prepared]] = []
+    for i, req in enumerate(reqs):
+        try:
+            item = commits_sqlite.prepare(store, req, now)
+        except WeftError as exc:  # a malformed event payload fails its own item only
+            out[i] = exc
+            continue
+        if item is None:
+            general[i] = True
+        else:
+            items.append((i, req, item))
+    if not items:
+        return
+    try:
+        written = await commits_sqlite.commit_fast_group(store, [item for _, _, item in items])
+    except sqlite3.DatabaseError as exc:
+        # Rolled back: every item is still to do, one by one (transient errors are retried by
+        # the writers when the single commits fail the same way).
+        log.info(
+            "group commit of %d items refused (%s); committing them one by one", len(items), exc
+        )
+        return
+    for (i, req, item), done in zip(items, written, strict=True):
+        if done:
+            out[i] = _fast_done(store, req, item)
+        else:
+            general[i] = True
 
 
 def _after_commit(store: StateStore, req: CommitRequest, events: list[StoredEvent]) -> None:
