@@ -22,10 +22,13 @@ proto-check: proto
 	@git diff --exit-code --stat -- libs/weft-protos/src || { echo "generated protobuf code drifted: run 'make proto' and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- libs/weft-protos/src)" || { echo "untracked generated files: run 'make proto' and commit"; git status --porcelain -- libs/weft-protos/src; exit 1; }
 
+MYPY_PATHS = libs/weft-common/src libs/weft-cli/src services/dag-builder/src services/executor/src \
+	services/state/src services/stream-gateway/src
+
 lint: install
 	$(TOOLS)/buf lint
 	$(VENV)/bin/ruff check libs services tests bench
-	$(VENV)/bin/mypy libs/weft-common/src services/dag-builder/src
+	$(VENV)/bin/mypy $(MYPY_PATHS)
 
 test: install
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)

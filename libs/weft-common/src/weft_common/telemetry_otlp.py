@@ -314,7 +314,7 @@ def _link(link: Any) -> bytes:
     out += _attributes(_T4_LEN, link.attributes)
     if link.dropped_attributes:
         out += _T5_VARINT + _varint(link.dropped_attributes)
-    return out + _T6_FIXED32 + _flags(ctx)
+    return bytes(out + _T6_FIXED32 + _flags(ctx))
 
 
 def _scope(scope: Any) -> bytes:

@@ -56,7 +56,7 @@ from itertools import repeat, starmap
 from operator import attrgetter
 from time import time_ns
 from types import MappingProxyType, TracebackType
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -76,7 +76,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 try:  # the SDK's batching core (1.33+): the bulk hand-over fills its queue directly
     from opentelemetry.sdk._shared_internal import BatchProcessor
 except ImportError:  # pragma: no cover - older SDK: on_end per span
-    BatchProcessor = None
+    BatchProcessor = None  # type: ignore[misc,assignment]
 
 from ._telemetry_state import flags
 from .logging_setup import _log_ids, log_context
@@ -287,7 +287,7 @@ class _RunContext(Context):
             return node  # type: ignore[no-any-return]
         return None
 
-    def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+    def get(self, key: str, default: object = None) -> object:
         if key == _SPAN_KEY:
             node = self._node_span()
             if node is not None:
@@ -301,7 +301,7 @@ class _RunContext(Context):
                 return node
         return dict.__getitem__(self, key)
 
-    def copy(self) -> dict[str, object]:  # type: ignore[override]
+    def copy(self) -> dict[str, object]:
         """What ``set_value`` builds on: a plain dict with the current span resolved."""
         values = dict(self)
         values[_SPAN_KEY] = self.get(_SPAN_KEY)
@@ -347,7 +347,15 @@ class _NodeSpan(Span, ReadableSpan):
 
     # Made by node_span (fields set there, without an __init__ call: this is per node attempt):
     # _run, _node_id, _node_type, _scope, _attempt, _execution_id (separate fields, not a tuple:
-    # one object fewer per node for the garbage collector to count and look through).
+    # one object fewer per node for the garbage collector to count and look through). Declared
+    # for the type checker only (annotations without a value make no class attribute).
+    _run: Any
+    _node_id: str
+    _node_type: str
+    _scope: Any
+    _attempt: int
+    _execution_id: str | None
+    _token: Any
 
     # -- context manager (the hot path)
     def __enter__(self) -> _NodeSpan:
@@ -404,7 +412,7 @@ class _NodeSpan(Span, ReadableSpan):
         return ctx
 
     @property
-    def context(self) -> SpanContext:  # type: ignore[override]
+    def context(self) -> SpanContext:
         return self._context or self.get_span_context()
 
     def is_recording(self) -> bool:
@@ -520,7 +528,7 @@ class _NodeSpan(Span, ReadableSpan):
         self.name  # noqa: B018
         self.attributes  # noqa: B018
         self._resource = self.resource
-        return super().to_json(indent)
+        return str(super().to_json(indent))
 
 
 class _AttemptSpan(_NodeSpan):
@@ -608,7 +616,7 @@ def flush_node_spans() -> None:
                     for span in batch:
                         target.on_end(span)
                 else:
-                    _emit_many(target._batch_processor, queue, batch)
+                    _emit_many(cast(Any, target)._batch_processor, queue, batch)
 
 
 _processor_of = attrgetter("_run.sink.processor")
@@ -659,7 +667,7 @@ def _arm_flush_timer() -> None:
         # at every node end): the spans go with the next batch of 512, the first node ending a
         # second after the oldest, the end of their execution span, or exit.
         pending = _pending
-        if pending and time_ns() - pending[0]._end_time > _FLUSH_AFTER_NS:
+        if pending and time_ns() - (pending[0]._end_time or 0) > _FLUSH_AFTER_NS:
             flush_node_spans()
         return
     _flush_timer[0] = True  # until the next flush
@@ -723,7 +731,7 @@ def node_span(
     attempt: int = 1,
     *,
     execution_id: str | None = None,
-) -> _TracedScope | _UntracedScope:
+) -> _NodeSpan | _TracedScope | _UntracedScope:
     """Context manager around one node attempt; a child of the current (execution) span.
 
     ``as span`` gives the span (a non-recording one with tracing off); set the outcome with
@@ -859,7 +867,7 @@ def record_node_status(
     """Sets ``weft.node.status`` (and the error) on ``span`` or the current span."""
     if not flags.tracing:
         return
-    target = span if span is not None else trace.get_current_span()
+    target: Any = span if span is not None else trace.get_current_span()
     if type(target) in _LEAN and target._end_time is None:  # the hot path: no dict
         target._node_status = status
         if error_code:

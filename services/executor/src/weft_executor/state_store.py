@@ -66,7 +66,7 @@ class _NoStream(Exception):
     """The state service has no ``CommitStream`` (UNIMPLEMENTED): use the plain calls."""
 
 
-class CommitError(grpc.RpcError):
+class CommitError(grpc.RpcError):  # type: ignore[misc]
     """One commit's failure, from a ``CommitSteps`` outcome or the failed group call; reads like
     the ``AioRpcError`` a ``CommitStep`` would have raised (``from_rpc_error`` understands it)."""
 

@@ -456,7 +456,7 @@ class RedisBus(_LocalFanout):
         if self._scripts:
             args = [item for pair in batch for item in pair]
             try:
-                await self._redis.eval(_PUBLISH_ALL, 0, *args)  # type: ignore[misc]
+                await self._redis.eval(_PUBLISH_ALL, 0, *args)
                 return
             except self._refused as exc:  # scripting disabled or not allowed: publish plainly
                 log.info("Redis refuses the publish script (%s): publishing one by one", exc)

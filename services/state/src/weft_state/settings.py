@@ -7,7 +7,7 @@ from weft_common.settings import CommonSettings
 __all__ = ["StateSettings"]
 
 
-class StateSettings(CommonSettings):  # type: ignore[misc]
+class StateSettings(CommonSettings):
     port: int = 50053
     # PostgreSQL connection pool (asyncpg).
     db_pool_size: int = 20
