@@ -8,23 +8,11 @@ import asyncio
 
 import pytest
 from executor_support import Backends, check_log, outputs, start_stack, state_settings
+from test_outages import waits_chain
 
 from weft_state.server import serve as serve_state
 
 pytestmark = pytest.mark.postgres
-
-
-def waits_chain(n: int, ms: int) -> dict[str, object]:
-    nodes: list[dict[str, object]] = [{"id": "start", "type": "start"}]
-    edges = []
-    previous = "start"
-    for i in range(n):
-        nodes.append({"id": f"w{i}", "type": "wait", "config": {"durationMs": ms}})
-        edges.append({"source": previous, "target": f"w{i}"})
-        previous = f"w{i}"
-    nodes.append({"id": "out", "type": "output", "config": {"value": "{{input.tag}}"}})
-    edges.append({"source": previous, "target": "out"})
-    return {"id": "restart_waits", "nodes": nodes, "edges": edges}
 
 
 async def test_executions_finish_across_a_state_service_restart(

@@ -7,11 +7,13 @@ import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 import pytest
 from helpers.db import Backend, create_postgres_database, drop_postgres_database, postgres_url
 from state_support import Driver, state_settings
 
-from weft_state.server import build_store
+from weft.state.v1 import state_pb2_grpc
+from weft_state.server import RunningStateService, build_store, serve
 from weft_state.store import StateStore
 
 
@@ -54,3 +56,22 @@ async def fresh_store(backend: Backend, tmp_path: Path) -> AsyncIterator[StateSt
         await store.db.close()
         if name:
             await drop_postgres_database(name)
+
+
+@pytest.fixture
+async def service(backend: Backend) -> AsyncIterator[RunningStateService]:
+    running = await serve(state_settings(backend, port=0))
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+@pytest.fixture
+async def stub(service: RunningStateService) -> AsyncIterator[state_pb2_grpc.StateServiceStub]:
+    """A client of ``service`` (test_grpc.py has its own, which also waits for health)."""
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.port}")
+    try:
+        yield state_pb2_grpc.StateServiceStub(channel)
+    finally:
+        await channel.close()

@@ -6,7 +6,6 @@ published after the commit's answer is already out; the service's stop ends idle
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -29,24 +28,6 @@ def item(lease: object, version: int, *events: tuple[str, str], status: int = 0)
                 for t, n in events],
         control=S.ControlState(status=status),  # type: ignore[arg-type]
     )
-
-
-@pytest.fixture
-async def service(backend: Backend) -> AsyncIterator[RunningStateService]:
-    running = await serve(state_settings(backend, port=0))
-    try:
-        yield running
-    finally:
-        await running.stop()
-
-
-@pytest.fixture
-async def stub(service: RunningStateService) -> AsyncIterator[state_pb2_grpc.StateServiceStub]:
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.port}")
-    try:
-        yield state_pb2_grpc.StateServiceStub(channel)
-    finally:
-        await channel.close()
 
 
 async def test_messages_are_answered_in_order_and_a_refused_item_ends_nothing(

@@ -5,40 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
 from google.protobuf import json_format
 from helpers.db import Backend
-from state_support import APPROVAL_SCHEMA, state_settings
+from state_support import APPROVAL_SCHEMA
 
 from weft.state.v1 import state_pb2, state_pb2_grpc
 from weft.workflow.v1 import workflow_pb2
 from weft_common import jsonutil
-from weft_state.server import RunningStateService, serve
 
 WF = workflow_pb2
 S = state_pb2
 Stub = state_pb2_grpc.StateServiceStub
-
-
-@pytest.fixture
-async def service(backend: Backend) -> AsyncIterator[RunningStateService]:
-    running = await serve(state_settings(backend, port=0))
-    try:
-        yield running
-    finally:
-        await running.stop()
-
-
-@pytest.fixture
-async def stub(service: RunningStateService) -> AsyncIterator[Stub]:
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.port}")
-    try:
-        yield state_pb2_grpc.StateServiceStub(channel)
-    finally:
-        await channel.close()
 
 
 def definition(workflow_id: str) -> WF.WorkflowDefinition:

@@ -31,15 +31,6 @@ S = state_pb2
 
 
 @pytest.fixture
-async def service(backend: Backend) -> AsyncIterator[RunningStateService]:
-    running = await serve(state_settings(backend, port=0))
-    try:
-        yield running
-    finally:
-        await running.stop()
-
-
-@pytest.fixture
 async def stub(service: RunningStateService) -> AsyncIterator[state_pb2_grpc.StateServiceStub]:
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.port}")
     try:
