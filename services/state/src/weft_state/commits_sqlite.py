@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+import aiosqlite
 from opentelemetry import trace
 
 from weft_common import jsonutil
@@ -310,8 +311,16 @@ def _to_db(store: StateStore) -> Callable[[datetime | None], Any]:
     return to_db
 
 
+# aiosqlite runs a function in its connection's thread with ``Connection._execute`` and keeps the
+# ``sqlite3`` connection as ``_conn``: private names, so an aiosqlite without them (a future
+# release) leaves every commit on the general path instead of failing it.
+_AIOSQLITE_OK = all(hasattr(aiosqlite.Connection, name) for name in ("_execute", "_conn"))
+
+
 def _usable(store: StateStore) -> bool:
     """The embedded SQLite database through aiosqlite, whose connection thread runs functions
     (``Connection._execute``) on the ``sqlite3`` connection (``_conn``)."""
     engine = store.db.engine
-    return engine.dialect.name == "sqlite" and engine.dialect.driver == "aiosqlite"
+    return (
+        _AIOSQLITE_OK and engine.dialect.name == "sqlite" and engine.dialect.driver == "aiosqlite"
+    )
