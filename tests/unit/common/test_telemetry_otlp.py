@@ -140,27 +140,58 @@ def test_values_beyond_span_attributes_encode_as_the_sdk_encodes_them() -> None:
     _same([stand])
 
 
-def test_lean_node_spans_encode_as_the_sdk_encodes_them(tel: TestTelemetry) -> None:
-    with execution_span("exec-o", "wf") as ex:
+def _lean_run(execution_id: str) -> int:
+    """One execution run of lean node spans of every shape; its trace id."""
+    with execution_span(execution_id, "wf") as ex:
         for i in range(20):
-            ids = LOG_IDS.set(("exec-o", f"n{i}", None))
-            with attempt_span(f"n{i}", "wait", (("loop", i),) if i % 2 else (), i, "exec-o") as s:
+            ids = LOG_IDS.set((execution_id, f"n{i}", None))
+            scope = (("loop", i),) if i % 2 else ()
+            with attempt_span(f"n{i}", "wait", scope, i, execution_id) as s:
                 if i == 3:
                     record_node_status("FAILED", error_code="X", error_message="m", span=s)
                 if i == 4:
                     s.set_attribute("gen_ai.usage.input_tokens", 12)
+                if i == 5:
+                    record_node_status("PAUSED", span=s)
+            LOG_IDS.reset(ids)
+        for i in range(2):  # one node in two iterations of a loop: two scopes
+            ids = LOG_IDS.set((execution_id, "body", None))
+            with attempt_span("body", "wait", (("loop", i),), 1, execution_id):
+                pass
             LOG_IDS.reset(ids)
         with pytest.raises(ValueError):
-            with node_span("raises", "transform", execution_id="exec-o"):  # an event
+            with node_span("raises", "transform", execution_id=execution_id):  # an event
                 raise ValueError("boom")
-        with node_span("outer", "subworkflow", execution_id="exec-o") as outer:
+        with node_span("outer", "subworkflow", execution_id=execution_id) as outer:
             outer.update_name("renamed outer")
-            with node_span("inner", "transform", execution_id="exec-o"):
+            with node_span("inner", "transform", execution_id=execution_id):
                 pass
-    trace_id = ex.get_span_context().trace_id
+        with node_span("plain", "transform"):  # no execution id attribute
+            ids = LOG_IDS.set((execution_id, "nested", LOG_IDS.get()[2]))
+            with attempt_span("nested", "wait", (), 1, execution_id):  # its parent: "plain"
+                pass
+            LOG_IDS.reset(ids)
+    return ex.get_span_context().trace_id  # type: ignore[no-any-return]
+
+
+def test_lean_node_spans_encode_as_the_sdk_encodes_them(tel: TestTelemetry) -> None:
+    trace_id = _lean_run("exec-o")
     spans = [s for s in tel.spans() if s.context.trace_id == trace_id]
-    assert len(spans) == 24
+    assert len(spans) == 28
     _same(spans)
+
+
+def test_lean_spans_of_a_workflow_run_again_encode_as_the_sdk_encodes_them(
+    tel: TestTelemetry,
+) -> None:
+    """The second run's spans are put together from the parts the first run's left (same nodes,
+    another trace, execution id, span ids and times)."""
+    first, second = _lean_run("exec-1"), _lean_run("exec-22")
+    for trace_id in (first, second, first):
+        spans = [s for s in tel.spans() if s.context.trace_id == trace_id]
+        assert len(spans) == 28
+        _same(spans)
+    _same(list(tel.spans()))
 
 
 def test_the_exporter_sends_the_same_request() -> None:
@@ -170,6 +201,6 @@ def test_the_exporter_sends_the_same_request() -> None:
     spans = list(exporter.get_finished_spans())
     weft = WeftOTLPSpanExporter(endpoint="http://127.0.0.1:1", insecure=True)
     try:
-        assert weft._translate_data(spans) == encode_spans(spans)
+        assert weft._translate_data(spans) == encode_spans(spans).SerializeToString()
     finally:
         weft.shutdown()

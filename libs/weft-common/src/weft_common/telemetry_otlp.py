@@ -4,14 +4,17 @@ message per span, attribute and value (the SDK encoder's cost is mostly building
 tens of microseconds per span).
 
 ``encode_spans_bytes(spans)`` gives the serialized request; ``WeftOTLPSpanExporter`` is the SDK's
-gRPC ``OTLPSpanExporter`` with that encoder (the request is parsed back into the message type the
-gRPC stub sends, in C). Same grouping (resource, then instrumentation scope, in order of first
-appearance), same fields and defaults as the SDK encoder (``opentelemetry-exporter-otlp-proto-
-common`` 1.3x-1.4x): what it leaves unset is left out, what it sets (an empty ``Status``, an
-empty ``AnyValue`` for ``None``, a ``false``/``0`` in the value oneof) is written, and an attribute
-it cannot encode is logged and skipped, as it does. The tests compare the two encoders' requests.
-Encoded attributes (key and value) are cached for scalar values: node spans repeat them a lot.
-"""
+gRPC ``OTLPSpanExporter`` sending those bytes as they are. Same grouping (resource, then
+instrumentation scope, in order of first appearance), same fields and defaults as the SDK encoder
+(``opentelemetry-exporter-otlp-proto-common`` 1.3x-1.4x): what it leaves unset is left out, what
+it sets (an empty ``Status``, an empty ``AnyValue`` for ``None``, a ``false``/``0`` in the value
+oneof) is written, and an attribute it cannot encode is logged and skipped, as it does. The tests
+compare the two encoders' requests, byte for byte.
+
+Encoded attributes (key and value) are cached for scalar values: node spans repeat them a lot. A
+lean node span in the common case (see ``_lean_span_field``) is put together from parts kept per
+node attempt of a workflow (name, attributes), per execution run (trace id, parent) and its own
+span id and times: well under a microsecond of Python per span."""
 
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.trace import SpanKind
 
 from .telemetry_spans import _LEAN, _UNSET_STATUS, format_scope
@@ -217,9 +220,106 @@ def _lean_span(span: Any) -> bytes | None:
     return b"".join(out)
 
 
+_start_end = struct.Struct("<QBQ").pack  # start time, the end time's tag, end time
+_END_TAG = _T8_FIXED64[0]
+_SPAN_ID_TAG = _T2_LEN + b"\x08"  # (length 8)
+_PARENT_TAG = _T4_LEN + b"\x08"
+# Per node attempt (node id, type, attempt, scope, status, error code), in any run: the parts of
+# its lean spans' fields that depend on those alone. Workflows run again and again, so these are
+# made once per node attempt of a workflow, not once per span; a loop's iterations (each its own
+# scope) make one per iteration, hence the bound.
+_templates: dict[tuple[Any, ...], tuple[bytes, bytes, bytes, int]] = {}
+_TEMPLATES_MAX = 8192
+_heads: dict[int, bytes] = {}  # a span field's tag and length, by length
+
+
+def _lean_template(span: Any, key: tuple[Any, ...]) -> tuple[bytes, bytes, bytes, int]:
+    """The parts of a lean span's ``Span`` field that depend on its node attempt alone (see
+    ``_lean_span_field``): name, kind and the start time's tag; the attributes before
+    ``weft.execution.id``; the ones after it, status and flags; the size of all the parts of
+    the field that have a fixed size (these, ids, times)."""
+    node_id, node_type = span._node_id, span._node_type
+    name_kind = _key_value_field(_T5_LEN, node_type, node_id, _name_field) + _INTERNAL_KIND
+    name_kind += _T7_FIXED64
+    before = [
+        _key_value_field(_T9_LEN, "weft.node.id", node_id),
+        _key_value_field(_T9_LEN, "weft.node.type", node_type),
+        _key_value_field(_T9_LEN, "weft.node.attempt", span._attempt),
+    ]
+    if span._scope:
+        before.append(_key_value_field(_T9_LEN, "weft.node.scope", format_scope(span._scope)))
+    after = []
+    if span._node_status:
+        after.append(_key_value_field(_T9_LEN, "weft.node.status", span._node_status))
+    if span._error_code:
+        after.append(_key_value_field(_T9_LEN, "weft.error.code", span._error_code))
+    after += (_UNSET_STATUS_FIELD, _HAS_IS_REMOTE_FLAGS)
+    attrs_before, attrs_after = b"".join(before), b"".join(after)
+    # trace id field, span id field, parent field, times: 18 + 10 + 10 + 17 bytes.
+    size = 18 + 10 + 10 + 17 + len(name_kind) + len(attrs_before) + len(attrs_after)
+    template = (name_kind, attrs_before, attrs_after, size)
+    if len(_templates) >= _TEMPLATES_MAX:
+        _templates.clear()
+    _templates[key] = template
+    return template
+
+
+def _lean_span_field(span: Any) -> bytes | None:
+    """The whole ``Span`` field (tag, length, span) of a lean node span in the common case (no
+    status set, no events, extra attributes, name set or value length limit; None otherwise):
+    the same bytes as ``_lean_span`` writes, put together from the parts of its node attempt
+    (``_lean_template``), of its run (trace id, trace state, the run span's id) and of the span
+    itself (span id, parent span id inside another node span, times, execution id)."""
+    if span._status is not _UNSET_STATUS or span._events or span._extra or span._name is not None:
+        return None
+    run = span._run
+    if run.sink.limit is not None:
+        return None
+    key = (
+        span._node_id,
+        span._node_type,
+        span._attempt,
+        span._scope,
+        span._node_status,
+        span._error_code,
+    )
+    template = _templates.get(key)
+    if template is None:
+        template = _lean_template(span, key)
+    name_kind, attrs_before, attrs_after, size = template
+    trace_id, trace_state, parent = _run_fields(run, run.span_context)
+    outer = span._outer
+    if outer is not None:
+        parent = _PARENT_TAG + outer.get_span_context().span_id.to_bytes(8, "big")
+    execution_id = span._execution_id
+    execution = _key_value_field(_T9_LEN, _EXECUTION_ID, execution_id) if execution_id else b""
+    size += len(trace_state) + len(execution)
+    head = _heads.get(size)
+    if head is None:
+        head = _heads[size] = _T2_LEN + _varint(size)
+    return b"".join(
+        (
+            head,
+            trace_id,
+            _SPAN_ID_TAG,
+            span._span_id.to_bytes(8, "big"),
+            trace_state,
+            parent,
+            name_kind,
+            _start_end(span._start_time, _END_TAG, span._end_time),
+            attrs_before,
+            execution,
+            attrs_after,
+        )
+    )
+
+
+_EXECUTION_ID = "weft.execution.id"
+
+
 def _run_fields(run: Any, run_context: Any) -> tuple[bytes, bytes, bytes]:
     """Trace id, trace state and parent span id fields of a run's node spans (kept on the run)."""
-    fields: tuple[bytes, bytes, bytes] | None = getattr(run, "otlp_fields", None)
+    fields: tuple[bytes, bytes, bytes] | None = run.otlp_fields
     if fields is None:
         trace_state = _trace_state(run_context.trace_state)
         fields = run.otlp_fields = (
@@ -332,19 +432,43 @@ def encode_spans_bytes(spans: Sequence[Any]) -> bytes:
     # up by identity first (Resource.__hash__ serializes its attributes to JSON every time).
     groups: dict[Any, dict[Any, list[bytes]]] = {}
     seen: dict[tuple[int, int], list[bytes]] = {}
+    by_sink: dict[int, list[bytes]] = {}  # lean spans: their run's sink gives resource and scope
+    lean = _LEAN
     for span in spans:
-        resource = span.resource
-        scope = span.instrumentation_scope or None
-        encoded = seen.get((id(resource), id(scope)))
-        if encoded is None:
-            by_scope = groups.get(resource)
-            if by_scope is None:
-                by_scope = groups[resource] = {}
-            encoded = by_scope.get(scope)
-            if encoded is None:
-                encoded = by_scope[scope] = []
-            seen[id(resource), id(scope)] = encoded  # (both alive: the spans hold them)
+        if type(span) in lean:
+            field = _lean_span_field(span)
+            if field is not None:
+                sink = span._run.sink
+                encoded = by_sink.get(id(sink))
+                if encoded is None:
+                    encoded = by_sink[id(sink)] = _group(groups, seen, span)
+                encoded.append(field)
+                continue
+        encoded = _group(groups, seen, span)
         encoded.append(_len_field(_T2_LEN, _span(span)))
+    return _request(groups)
+
+
+def _group(
+    groups: dict[Any, dict[Any, list[bytes]]], seen: dict[tuple[int, int], list[bytes]], span: Any
+) -> list[bytes]:
+    """The list of encoded spans of ``span``'s resource and instrumentation scope."""
+    resource = span.resource
+    scope = span.instrumentation_scope or None
+    encoded = seen.get((id(resource), id(scope)))
+    if encoded is None:
+        by_scope = groups.get(resource)
+        if by_scope is None:
+            by_scope = groups[resource] = {}
+        encoded = by_scope.get(scope)
+        if encoded is None:
+            encoded = by_scope[scope] = []
+        seen[id(resource), id(scope)] = encoded  # (both alive: the spans hold them)
+    return encoded
+
+
+def _request(groups: dict[Any, dict[Any, list[bytes]]]) -> bytes:
+    """The request's ``ResourceSpans`` fields, from the grouped encoded spans."""
     out = []
     for resource, by_scope in groups.items():
         body = [_len_field(_T1_LEN, _attributes(_T1_LEN, resource.attributes))]
@@ -360,8 +484,26 @@ def encode_spans_bytes(spans: Sequence[Any]) -> bytes:
     return b"".join(out)
 
 
-class WeftOTLPSpanExporter(OTLPSpanExporter):
-    """The SDK's OTLP/gRPC span exporter with ``encode_spans_bytes`` as its encoder."""
+class _RawTraceService:
+    """The trace service stub's ``Export`` for a request already serialized (bytes pass through:
+    no message is built from them and serialized again)."""
 
-    def _translate_data(self, data: Sequence[Any]) -> ExportTraceServiceRequest:
-        return ExportTraceServiceRequest.FromString(encode_spans_bytes(data))
+    def __init__(self, channel: Any) -> None:
+        self.Export = channel.unary_unary(
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            request_serializer=None,
+            response_deserializer=ExportTraceServiceResponse.FromString,
+        )
+
+
+class WeftOTLPSpanExporter(OTLPSpanExporter):
+    """The SDK's OTLP/gRPC span exporter (its channel, headers, compression, timeout, retries and
+    reconnection) sending ``encode_spans_bytes`` of the spans as the request."""
+
+    def _initialize_channel_and_stub(self) -> None:
+        super()._initialize_channel_and_stub()  # type: ignore[no-untyped-call]
+        # (called again on reconnection, with a new channel)
+        self._client = _RawTraceService(self._channel)  # type: ignore[assignment]
+
+    def _translate_data(self, data: Sequence[Any]) -> bytes:  # type: ignore[override]
+        return encode_spans_bytes(data)

@@ -270,6 +270,7 @@ class _RunContext(Context):
         self.sink = sink
         self.bits = sink.bits
         self.attempts: dict[int, _AttemptSpan] = {}
+        self.otlp_fields: Any = None  # the OTLP encoder's (telemetry_otlp)
         # The run's span current, whatever the task: what a measurement at a node's end is
         # recorded with (its exemplars link to the run's span), as a plain context.
         self.plain = Context(values)
