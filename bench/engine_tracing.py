@@ -73,8 +73,11 @@ class Telemetry:
         )
 
         from weft_common.telemetry_otlp import WeftOTLPSpanExporter
+        from weft_common.telemetry_spans import lean_spans
 
         class Drop(SpanExporter):
+            weft_lean_records = True  # it reads nothing: records need not be made spans
+
             def export(self, spans: Any) -> SpanExportResult:
                 return SpanExportResult.SUCCESS
 
@@ -99,12 +102,17 @@ class Telemetry:
                 return SpanExportResult.SUCCESS
 
         class Switch(SpanExporter):
-            """The batch processor's exporter: drops, or hands the batch to OTLP."""
+            """The batch processor's exporter: hands the batch to the mode's exporter (lean
+            records made spans first for one that does not take them, as the flush would)."""
+
+            weft_lean_records = True
 
             def __init__(self) -> None:
                 self.target: SpanExporter = Drop()
 
             def export(self, spans: Any) -> SpanExportResult:
+                if not getattr(self.target, "weft_lean_records", False):
+                    spans = lean_spans(spans)
                 return self.target.export(spans)
 
         class DropMetrics(MetricExporter):

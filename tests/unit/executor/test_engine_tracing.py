@@ -11,12 +11,18 @@ from typing import Any
 import pytest
 from helpers.engine import Script, W, flaky, sleep, start_json, value, wf
 from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.common._internal.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import StatusCode
 
 from weft_common import telemetry_metrics
 from weft_common.telemetry import TestTelemetry, telemetry_for_tests
+from weft_common.telemetry_otlp import encode_spans_bytes
+from weft_common.telemetry_spans import lean_spans
 from weft_executor.engine import Resume
+from weft_executor.handlers.base import NodeResult
 from weft_executor.tracing import (
     TRACE_STEP_KEY,
     begin_execution_run,
@@ -86,6 +92,73 @@ async def test_each_attempt_is_a_span_under_the_execution_span(
     assert _attrs(_node_spans(tel, "t")[0])["weft.node.type"] == "transform"
     assert tel.metric_value("weft.node.duration", node_type="wait", status="FAILED") - before == 2
     assert tel.metric_value("weft.executions.finished", status="SUCCEEDED") - finished == 1
+
+
+class _TakesRecords(SpanExporter):
+    """Keeps what its batch processor hands it, lean records as they are."""
+
+    weft_lean_records = True
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+
+    def export(self, spans: Any) -> SpanExportResult:
+        self.items.extend(spans)
+        return SpanExportResult.SUCCESS
+
+
+def _shape(span: ReadableSpan) -> tuple[Any, ...]:
+    parent = span.parent.span_id if span.parent is not None else 0
+    return (span.context.span_id, parent, span.name, _attrs(span), span.start_time,
+            span.end_time, span.status.status_code)  # fmt: skip
+
+
+async def test_attempts_nobody_looked_at_reach_an_exporter_that_takes_them_as_lean_records(
+    tel: TestTelemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Most attempts are kept as lean records, never made spans: an exporter that takes records
+    (Weft's OTLP one) gets them as they are, and they encode as the spans every other processor
+    gets (made from the same records). Attempts that failed, or whose code asked for the
+    current span, are spans from then on: the attribute set on one is exported."""
+
+    async def looks(ctx: Any) -> Any:
+        trace.get_current_span().set_attribute("looked", ctx.attempt)
+        return NodeResult(output=1)
+
+    script = Script.install(monkeypatch)
+    script.on("w", flaky(1, output="fine"))
+    script.on("look", looks)
+    script.on("inner", value("x"))
+    workflow = wf(
+        W("w", retry={"maxAttempts": 2, "initialIntervalMs": 1}),
+        {"id": "each", "type": "loop", "config": {"kind": "for", "count": 3}},
+        W("inner", parent="each"),
+        W("look"),
+        edges=[("start", "w"), ("w", "each"), ("each", "look")],
+    )
+    exporter = _TakesRecords()
+    processor = BatchSpanProcessor(exporter)
+    multi: Any = tel.provider._active_span_processor
+    saved = multi._span_processors
+    tel.provider.add_span_processor(processor)
+    try:
+        run = await _run(workflow)
+        processor.force_flush()
+    finally:
+        multi._span_processors = saved
+        processor.shutdown()
+    assert run.outcome.status == "SUCCEEDED"
+
+    records = [item for item in exporter.items if type(item) is tuple]
+    assert len(records) >= 5  # start, w (2nd attempt), 3 x inner, each: never looked at
+    spans = lean_spans(exporter.items)
+    node_spans = [s for s in spans if "weft.node.id" in _attrs(s)]
+    assert sorted(map(_shape, node_spans)) == sorted(
+        _shape(s) for s in tel.spans() if "weft.node.id" in _attrs(s)
+    )
+    [look] = [s for s in node_spans if _attrs(s)["weft.node.id"] == "look"]
+    assert _attrs(look)["looked"] == 1 and _attrs(look)["weft.node.status"] == "SUCCEEDED"
+    assert encode_spans_bytes(exporter.items) == encode_spans(spans).SerializeToString()
 
 
 async def test_timeouts_and_scopes_are_on_the_node_spans(

@@ -27,7 +27,7 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.trace import SpanKind
 
-from .telemetry_spans import _LEAN, _UNSET_STATUS, format_scope
+from .telemetry_spans import _LEAN, _UNSET_STATUS, format_scope, lean_spans
 
 __all__ = ["WeftOTLPSpanExporter", "encode_spans_bytes"]
 
@@ -233,26 +233,26 @@ _TEMPLATES_MAX = 8192
 _heads: dict[int, bytes] = {}  # a span field's tag and length, by length
 
 
-def _lean_template(span: Any, key: tuple[Any, ...]) -> tuple[bytes, bytes, bytes, int]:
-    """The parts of a lean span's ``Span`` field that depend on its node attempt alone (see
-    ``_lean_span_field``): name, kind and the start time's tag; the attributes before
+def _lean_template(key: tuple[Any, ...]) -> tuple[bytes, bytes, bytes, int]:
+    """The parts of a lean span's ``Span`` field that depend on its node attempt alone, ``key``
+    (see ``_lean_field``): name, kind and the start time's tag; the attributes before
     ``weft.execution.id``; the ones after it, status and flags; the size of all the parts of
     the field that have a fixed size (these, ids, times)."""
-    node_id, node_type = span._node_id, span._node_type
+    node_id, node_type, attempt, scope, node_status, error_code = key
     name_kind = _key_value_field(_T5_LEN, node_type, node_id, _name_field) + _INTERNAL_KIND
     name_kind += _T7_FIXED64
     before = [
         _key_value_field(_T9_LEN, "weft.node.id", node_id),
         _key_value_field(_T9_LEN, "weft.node.type", node_type),
-        _key_value_field(_T9_LEN, "weft.node.attempt", span._attempt),
+        _key_value_field(_T9_LEN, "weft.node.attempt", attempt),
     ]
-    if span._scope:
-        before.append(_key_value_field(_T9_LEN, "weft.node.scope", format_scope(span._scope)))
+    if scope:
+        before.append(_key_value_field(_T9_LEN, "weft.node.scope", format_scope(scope)))
     after = []
-    if span._node_status:
-        after.append(_key_value_field(_T9_LEN, "weft.node.status", span._node_status))
-    if span._error_code:
-        after.append(_key_value_field(_T9_LEN, "weft.error.code", span._error_code))
+    if node_status:
+        after.append(_key_value_field(_T9_LEN, "weft.node.status", node_status))
+    if error_code:
+        after.append(_key_value_field(_T9_LEN, "weft.error.code", error_code))
     after += (_UNSET_STATUS_FIELD, _HAS_IS_REMOTE_FLAGS)
     attrs_before, attrs_after = b"".join(before), b"".join(after)
     # trace id field, span id field, parent field, times: 18 + 10 + 10 + 17 bytes.
@@ -265,33 +265,55 @@ def _lean_template(span: Any, key: tuple[Any, ...]) -> tuple[bytes, bytes, bytes
 
 
 def _lean_span_field(span: Any) -> bytes | None:
-    """The whole ``Span`` field (tag, length, span) of a lean node span in the common case (no
-    status set, no events, extra attributes, name set or value length limit; None otherwise):
-    the same bytes as ``_lean_span`` writes, put together from the parts of its node attempt
-    (``_lean_template``), of its run (trace id, trace state, the run span's id) and of the span
-    itself (span id, parent span id inside another node span, times, execution id)."""
+    """``_lean_field`` of a lean node span in the common case (no status set, no events, extra
+    attributes or name set); None otherwise."""
     if span._status is not _UNSET_STATUS or span._events or span._extra or span._name is not None:
         return None
-    run = span._run
-    if run.sink.limit is not None:
-        return None
-    key = (
+    return _lean_field(
+        span._run,
         span._node_id,
         span._node_type,
-        span._attempt,
         span._scope,
+        span._attempt,
+        span._execution_id,
+        span._span_id,
+        span._start_time,
+        span._outer,
+        span._end_time,
         span._node_status,
         span._error_code,
     )
+
+
+def _lean_field(
+    run: Any,
+    node_id: str,
+    node_type: str,
+    scope: Any,
+    attempt: int,
+    execution_id: str | None,
+    span_id: int,
+    start: int,
+    outer: Any,
+    end: int,
+    node_status: str = "SUCCEEDED",
+    error_code: str = "",
+) -> bytes | None:
+    """The whole ``Span`` field (tag, length, span) of a lean node span with these values (a
+    span's, or a lean record's: ``telemetry_spans.LeanRecord``), None under a value length limit:
+    the same bytes as ``_lean_span`` writes, put together from the parts of its node attempt
+    (``_lean_template``), of its run (trace id, trace state, the run span's id) and its own (span
+    id, parent span id inside another node span, times, execution id)."""
+    if run.sink.limit is not None:
+        return None
+    key = (node_id, node_type, attempt, scope, node_status, error_code)
     template = _templates.get(key)
     if template is None:
-        template = _lean_template(span, key)
+        template = _lean_template(key)
     name_kind, attrs_before, attrs_after, size = template
-    trace_id, trace_state, parent = _run_fields(run, run.span_context)
-    outer = span._outer
+    trace_id, trace_state, parent = run.otlp_fields or _run_fields(run, run.span_context)
     if outer is not None:
         parent = _PARENT_TAG + outer.get_span_context().span_id.to_bytes(8, "big")
-    execution_id = span._execution_id
     execution = _key_value_field(_T9_LEN, _EXECUTION_ID, execution_id) if execution_id else b""
     size += len(trace_state) + len(execution)
     head = _heads.get(size)
@@ -302,11 +324,11 @@ def _lean_span_field(span: Any) -> bytes | None:
             head,
             trace_id,
             _SPAN_ID_TAG,
-            span._span_id.to_bytes(8, "big"),
+            span_id.to_bytes(8, "big"),
             trace_state,
             parent,
             name_kind,
-            _start_end(span._start_time, _END_TAG, span._end_time),
+            _start_end(start, _END_TAG, end),
             attrs_before,
             execution,
             attrs_after,
@@ -427,34 +449,47 @@ def _scope(scope: Any) -> bytes:
 
 
 def encode_spans_bytes(spans: Sequence[Any]) -> bytes:
-    """The serialized ``ExportTraceServiceRequest`` the SDK's ``encode_spans(spans)`` builds."""
+    """The serialized ``ExportTraceServiceRequest`` the SDK's ``encode_spans(spans)`` builds
+    (``spans`` may hold lean records: ``telemetry_spans.LeanRecord``, encoded as their spans)."""
     # Grouped by equal resources and scopes, as the SDK's dicts do; an object's group is looked
     # up by identity first (Resource.__hash__ serializes its attributes to JSON every time).
     groups: dict[Any, dict[Any, list[bytes]]] = {}
     seen: dict[tuple[int, int], list[bytes]] = {}
     by_sink: dict[int, list[bytes]] = {}  # lean spans: their run's sink gives resource and scope
     lean = _LEAN
+    field: bytes | None
     for span in spans:
-        if type(span) in lean:
+        kind = type(span)
+        if kind is tuple:  # a lean record
+            run, start, end = span
+            field = _lean_field(run, *start, end)  # type: ignore[call-arg]
+            if field is None:
+                span = lean_spans((span,))[0]
+        elif kind in lean:
             field = _lean_span_field(span)
-            if field is not None:
-                sink = span._run.sink
-                encoded = by_sink.get(id(sink))
-                if encoded is None:
-                    encoded = by_sink[id(sink)] = _group(groups, seen, span)
-                encoded.append(field)
-                continue
-        encoded = _group(groups, seen, span)
+            run = span._run
+        else:
+            field = None
+        if field is not None:
+            sink = run.sink
+            encoded = by_sink.get(id(sink))
+            if encoded is None:
+                encoded = by_sink[id(sink)] = _group(groups, seen, sink.resource, sink.scope)
+            encoded.append(field)
+            continue
+        encoded = _group(groups, seen, span.resource, span.instrumentation_scope)
         encoded.append(_len_field(_T2_LEN, _span(span)))
     return _request(groups)
 
 
 def _group(
-    groups: dict[Any, dict[Any, list[bytes]]], seen: dict[tuple[int, int], list[bytes]], span: Any
+    groups: dict[Any, dict[Any, list[bytes]]],
+    seen: dict[tuple[int, int], list[bytes]],
+    resource: Any,
+    scope: Any,
 ) -> list[bytes]:
-    """The list of encoded spans of ``span``'s resource and instrumentation scope."""
-    resource = span.resource
-    scope = span.instrumentation_scope or None
+    """The list of encoded spans of this resource and instrumentation scope."""
+    scope = scope or None
     encoded = seen.get((id(resource), id(scope)))
     if encoded is None:
         by_scope = groups.get(resource)
@@ -498,7 +533,10 @@ class _RawTraceService:
 
 class WeftOTLPSpanExporter(OTLPSpanExporter):
     """The SDK's OTLP/gRPC span exporter (its channel, headers, compression, timeout, retries and
-    reconnection) sending ``encode_spans_bytes`` of the spans as the request."""
+    reconnection) sending ``encode_spans_bytes`` of the spans as the request; it takes lean
+    records as they are (no span object made for them)."""
+
+    weft_lean_records = True
 
     def _initialize_channel_and_stub(self) -> None:
         super()._initialize_channel_and_stub()  # type: ignore[no-untyped-call]

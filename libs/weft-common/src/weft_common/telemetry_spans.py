@@ -35,6 +35,12 @@ them. It is a real span all the same:
   ``SpanContext``, parent, name and attribute dict are made on first read (by the exporter, in
   its thread). The normal batch processor and exporters (OTLP) export them like any span.
 
+An engine attempt that nothing looks at while it runs (no outbound call, log line or recorded
+status in it: most of them) is not even an object until it must be: it is kept as a *lean record*,
+two tuples (see ``LeanRecord``), which an exporter declaring ``weft_lean_records`` (Weft's OTLP
+exporter) encodes as they are, and which every other processor or exporter gets as the
+``_AttemptSpan`` made from them.
+
 Differences from an SDK span: processors' ``on_start`` (and the SDK-internal ``_on_ending``) are
 not called for node spans, and only the attribute value length limit
 (``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``) of the span limits is applied (a node span has a handful of
@@ -53,7 +59,6 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from itertools import repeat, starmap
-from operator import attrgetter
 from time import time_ns
 from types import MappingProxyType, TracebackType
 from typing import Any, cast
@@ -229,6 +234,7 @@ class _LeanSink:
 
 
 _sink_cache: tuple[object, _LeanSink | None] = (None, None)
+_sinks_made = [0]  # one (a process's one tracer provider): pending spans all go to its processor
 
 
 def _lean_sink() -> _LeanSink | None:
@@ -251,6 +257,7 @@ def _lean_sink() -> _LeanSink | None:
             and tracer._is_enabled()
         ):
             sink = _LeanSink(tracer)
+            _sinks_made[0] += 1
             _register_exit_flush()
     _sink_cache = (provider, sink)
     return sink
@@ -269,7 +276,9 @@ class _RunContext(Context):
         self.span_context = span_context
         self.sink = sink
         self.bits = sink.bits
-        self.attempts: dict[int, _AttemptSpan] = {}
+        # Attempt spans by the identity of their log ids: an _AttemptSpan, or the start record
+        # of one not made yet (see ``started_record``).
+        self.attempts: dict[int, _AttemptSpan | tuple[Any, ...]] = {}
         self.otlp_fields: Any = None  # the OTLP encoder's (telemetry_otlp)
         # The run's span current, whatever the task: what a measurement at a node's end is
         # recorded with (its exemplars link to the run's span), as a plain context.
@@ -282,11 +291,23 @@ class _RunContext(Context):
         if self.attempts:
             node = self.attempts.get(id(ids))
             if node is not None:
-                return node
+                if type(node) is tuple:
+                    return self.attempt_span(id(ids))
+                return node  # type: ignore[return-value]
         node = ids[2]
         if node is not None and node._run is self:
             return node  # type: ignore[no-any-return]
         return None
+
+    def attempt_span(self, key: int) -> _AttemptSpan:
+        """The running attempt span registered under ``key``, made from its start record if it
+        is still one (and registered in its place)."""
+        entry = self.attempts[key]
+        if type(entry) is not tuple:
+            return entry  # type: ignore[return-value]
+        span = _span_of_record(self, entry)
+        self.attempts[key] = span
+        return span
 
     def get(self, key: str, default: object = None) -> object:
         if key == _SPAN_KEY:
@@ -577,10 +598,54 @@ class _AttemptSpan(_NodeSpan):
 
 _LEAN = (_NodeSpan, _AttemptSpan)
 
+
+# Lean attempt records. An attempt span nobody looks at while it runs (no outbound call, log
+# line or status in it: most nodes) is kept as two tuples instead of an _AttemptSpan (a third of
+# the cost): ``weft_executor.tracing.run_attempt`` registers the start record
+#   (node_id, node_type, scope, attempt, execution_id, span_id, start_time, outer)
+# in its run's ``attempts`` (where ``_RunContext.attempt_span`` turns it into the span if the
+# node's code asks for the current span), and at the attempt's end, if it is still a record,
+# hands ``(run, start_record, end_time)`` to the span processors: an ended span that succeeded
+# with nothing else recorded. An exporter with ``weft_lean_records = True`` (Weft's OTLP one)
+# takes records as they are; every other processor or exporter gets the ``_AttemptSpan`` made from
+# them (``lean_spans``), the same span the object path would have ended.
+LeanRecord = tuple[Any, tuple[Any, ...], int]
+
+
+def _span_of_record(run: _RunContext, start: tuple[Any, ...]) -> _AttemptSpan:
+    span = _new_object(_AttemptSpan)
+    span._run = run
+    (
+        span._node_id,
+        span._node_type,
+        span._scope,
+        span._attempt,
+        span._execution_id,
+        span._span_id,
+        span._start_time,
+        outer,
+    ) = start
+    if outer is not None:
+        span._outer = outer
+    return span
+
+
+def _ended_span(record: LeanRecord) -> _AttemptSpan:
+    run, start, end = record
+    span = _span_of_record(run, start)
+    span._end_time = end
+    return span
+
+
+def lean_spans(batch: Sequence[Any]) -> list[Any]:
+    """``batch`` (spans handed to an exporter that takes lean records) with every lean record
+    made into its span."""
+    return [_ended_span(item) if type(item) is tuple else item for item in batch]
+
 _FLUSH_AT = 512  # the batch processor's default export batch
 _FLUSH_AFTER_S = 1.0  # at the latest (a timer), or at the next node end after that
 _FLUSH_AFTER_NS = int(_FLUSH_AFTER_S * 1e9)
-_pending: deque[_NodeSpan] = deque()
+_pending: deque[_NodeSpan | LeanRecord] = deque()
 _flush_timer = [False]
 _exit_flush_registered = [False]
 
@@ -599,9 +664,13 @@ def flush_node_spans() -> None:
         popleft = pending.popleft
         while pending:
             batch = list(starmap(popleft, repeat((), min(len(pending), _FLUSH_AT))))
-            processors = set(map(_processor_of, batch))
+            if _sinks_made[0] == 1:
+                processors = {_processor_of(batch[0])}
+            else:  # tracer providers replaced (tests): spans of several may be pending
+                processors = set(map(_processor_of, batch))
+            spans: list[Any] | None = None  # the batch with its lean records made spans
             if len(processors) > 1:  # spans of several providers (tests only): one by one
-                for span in batch:
+                for span in lean_spans(batch):
                     span._run.sink.processor.on_end(span)
                 continue
             processor = processors.pop()
@@ -613,14 +682,22 @@ def flush_node_spans() -> None:
             )
             for target in targets:
                 queue = _batch_queue(target)
+                batcher: Any = queue is not None and cast(Any, target)._batch_processor
+                if queue is not None and getattr(batcher._exporter, "weft_lean_records", False):
+                    _emit_many(batcher, queue, batch)
+                    continue
+                if spans is None:
+                    spans = lean_spans(batch)
                 if queue is None:
-                    for span in batch:
+                    for span in spans:
                         target.on_end(span)
                 else:
-                    _emit_many(cast(Any, target)._batch_processor, queue, batch)
+                    _emit_many(batcher, queue, spans)
 
 
-_processor_of = attrgetter("_run.sink.processor")
+def _processor_of(item: Any) -> Any:
+    return (item[0] if type(item) is tuple else item._run).sink.processor
+
 _flush_lock = threading.RLock()
 
 
@@ -640,7 +717,7 @@ def _batch_queue(target: object) -> deque[Any] | None:
     return queue
 
 
-def _emit_many(batcher: Any, queue: deque[Any], batch: list[_NodeSpan]) -> None:
+def _emit_many(batcher: Any, queue: deque[Any], batch: list[Any]) -> None:
     """``BatchProcessor.emit`` for each span of ``batch``, in one go (SDK 1.3x-1.4x semantics:
     ignored after shutdown, re-initialised after a fork, the oldest spans dropped when the queue
     is full, the export thread woken once a batch is waiting)."""
@@ -668,7 +745,9 @@ def _arm_flush_timer() -> None:
         # at every node end): the spans go with the next batch of 512, the first node ending a
         # second after the oldest, the end of their execution span, or exit.
         pending = _pending
-        if pending and time_ns() - (pending[0]._end_time or 0) > _FLUSH_AFTER_NS:
+        oldest = pending[0] if pending else None
+        end = oldest[2] if type(oldest) is tuple else getattr(oldest, "_end_time", 0)
+        if oldest is not None and time_ns() - (end or 0) > _FLUSH_AFTER_NS:
             flush_node_spans()
         return
     _flush_timer[0] = True  # until the next flush
@@ -678,7 +757,6 @@ def _arm_flush_timer() -> None:
 # For weft_executor.tracing.run_attempt, which spells out attempt_span and _AttemptSpan.__exit__
 # for a lean span of a run (the common case) on the engine's hot path: keep it in step with them.
 LeanRun = _RunContext
-LeanAttempt = _AttemptSpan
 lean_pending = _pending
 lean_flush_timer = _flush_timer
 LEAN_FLUSH_AT = _FLUSH_AT
@@ -845,7 +923,7 @@ def attempt_span(
         span._span_id = (bits(64) or run.sink.new_span_id()) if bits else run.sink.new_span_id()
         key = id(ids)
         attempts = run.attempts
-        outer = attempts.get(key)
+        outer = run.attempt_span(key) if key in attempts else None
         if outer is None:
             attempts[key] = span
             span._key = key

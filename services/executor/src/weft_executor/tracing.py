@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from contextvars import ContextVar
 from time import perf_counter, time_ns
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -35,7 +35,6 @@ from weft_common.telemetry_metrics import (
 from weft_common.telemetry_spans import (
     _NO_SPAN,  # (attempt_span's "nothing to record")
     LEAN_FLUSH_AT,
-    LeanAttempt,
     LeanRun,
     UnsampledRun,
     arm_flush_timer,
@@ -68,7 +67,6 @@ __all__ = [
     "track_run",
 ]
 
-_new_object = object.__new__
 
 # The step that keeps the first run's span context (a ``RUNNING`` decision step: replayed, never
 # executed), so a resume days later on another executor can link to that trace.
@@ -93,22 +91,24 @@ async def run_attempt(
             attempts = run.attempts
             if key not in attempts:
                 # The common case, a lean span: attempt_span and _AttemptSpan.__exit__ spelled
-                # out here (a call, a ``with`` and the checks of the general path less per node).
+                # out here, with the span kept as a record until something needs it (see
+                # telemetry_spans.LeanRecord: most attempts end without that).
                 node = ctx.node
-                span = _new_object(LeanAttempt)
-                span._run = run
-                span._node_id = node.id
-                span._node_type = node.type
-                span._scope = ctx.scope
-                span._attempt = ctx.attempt
-                span._execution_id = ctx.execution_id
-                span._span_id = run.bits(64) or run.sink.new_span_id()
                 outer = ids[2]
-                if outer is not None and outer._run is run:
-                    span._outer = outer  # a node_span's (else the parent is the run's span)
-                attempts[key] = span  # (span._key is set if __exit__ is to end it: below)
+                if outer is not None and outer._run is not run:
+                    outer = None  # (a node_span's, else the parent is the run's span)
+                start = (
+                    node.id,
+                    node.type,
+                    ctx.scope,
+                    ctx.attempt,
+                    ctx.execution_id,
+                    run.bits(64) or run.sink.new_span_id(),
+                    time_ns(),
+                    outer,
+                )
+                attempts[key] = start
                 started = perf_counter() if measure else 0.0
-                span._start_time = time_ns()
                 try:
                     if timeout_s is None:
                         result = await handler.execute(ctx)
@@ -118,26 +118,29 @@ async def run_attempt(
                     if result.pause is None and not result.token_usage:
                         status = "SUCCEEDED"  # the span's default: nothing to record
                     else:
-                        status = _record_outcome(result, span)
+                        status = _record_outcome(result, run.attempt_span(key))
                 except BaseException as exc:
+                    span = run.attempt_span(key)
                     status = _record_failure(exc, span)
                     span._key = key
                     span.__exit__(type(exc), exc, exc.__traceback__)
                     if measure:
                         record_node_duration(perf_counter() - started, node.type, status, run.plain)
                     raise
-                span._end_time = time_ns()
-                del attempts[key]
+                end = time_ns()
+                entry = attempts.pop(key)
                 pending = lean_pending
-                pending.append(span)
+                if entry is start:
+                    pending.append((run, start, end))
+                else:  # made a span meanwhile (see LeanRun.attempt_span)
+                    cast(Any, entry)._end_time = end
+                    pending.append(entry)
                 if len(pending) >= LEAN_FLUSH_AT:
                     flush_node_spans()
                 elif not lean_flush_timer[0]:
                     arm_flush_timer()
                 if measure:
-                    record_node_duration(
-                        perf_counter() - started, node.type, status, run.plain, span._end_time
-                    )
+                    record_node_duration(perf_counter() - started, node.type, status, run.plain, end)
                 return result
         elif type(run) is UnsampledRun:  # a run sampling left out: no span to record
             if not measure:
