@@ -337,6 +337,7 @@ def _lean_field(
 
 
 _EXECUTION_ID = "weft.execution.id"
+_UNSEEN = object()
 
 
 def _run_fields(run: Any, run_context: Any) -> tuple[bytes, bytes, bytes]:
@@ -458,25 +459,76 @@ def encode_spans_bytes(spans: Sequence[Any]) -> bytes:
     by_sink: dict[int, list[bytes]] = {}  # lean spans: their run's sink gives resource and scope
     lean = _LEAN
     field: bytes | None
+    # Lean records, the bulk of a batch, come in runs of the same execution run: what depends
+    # on the run only is looked up when it changes (``_lean_field`` inline, for a record).
+    last_run: Any = None
+    last_execution: Any = _UNSEEN
+    templates, heads, join, start_end = _templates, _heads, b"".join, _start_end
+    run_spans: list[bytes] = []
     for span in spans:
         kind = type(span)
         if kind is tuple:  # a lean record
             run, start, end = span
-            field = _lean_field(run, *start, end)  # type: ignore[call-arg]
-            if field is None:
-                span = lean_spans((span,))[0]
-        elif kind in lean:
-            field = _lean_span_field(span)
-            run = span._run
-        else:
-            field = None
-        if field is not None:
-            sink = run.sink
-            encoded = by_sink.get(id(sink))
-            if encoded is None:
-                encoded = by_sink[id(sink)] = _group(groups, seen, sink.resource, sink.scope)
-            encoded.append(field)
+            if run is not last_run:
+                if run.sink.limit is not None:  # values to cut: as the span made from it
+                    span = lean_spans((span,))[0]
+                    encoded = _group(groups, seen, span.resource, span.instrumentation_scope)
+                    encoded.append(_len_field(_T2_LEN, _span(span)))
+                    continue
+                last_run, last_execution = run, _UNSEEN
+                trace_id, trace_state, run_parent = run.otlp_fields or _run_fields(
+                    run, run.span_context
+                )
+                sink = run.sink
+                found = by_sink.get(id(sink))
+                if found is None:
+                    found = by_sink[id(sink)] = _group(groups, seen, sink.resource, sink.scope)
+                run_spans = found
+            node_id, node_type, scope, attempt, execution_id, span_id, start_time, outer = start
+            key = (node_id, node_type, attempt, scope, "SUCCEEDED", "")
+            template = templates.get(key)
+            if template is None:
+                template = _lean_template(key)
+            name_kind, attrs_before, attrs_after, size = template
+            if execution_id is not last_execution:
+                last_execution = execution_id
+                execution = (
+                    _key_value_field(_T9_LEN, _EXECUTION_ID, execution_id) if execution_id else b""
+                )
+                extra = len(trace_state) + len(execution)
+            size += extra
+            head = heads.get(size)
+            if head is None:
+                head = heads[size] = _T2_LEN + _varint(size)
+            run_spans.append(
+                join(
+                    (
+                        head,
+                        trace_id,
+                        _SPAN_ID_TAG,
+                        span_id.to_bytes(8, "big"),
+                        trace_state,
+                        run_parent
+                        if outer is None
+                        else _PARENT_TAG + outer.get_span_context().span_id.to_bytes(8, "big"),
+                        name_kind,
+                        start_end(start_time, _END_TAG, end),
+                        attrs_before,
+                        execution,
+                        attrs_after,
+                    )
+                )
+            )
             continue
+        if kind in lean:
+            field = _lean_span_field(span)
+            if field is not None:
+                sink = span._run.sink
+                found = by_sink.get(id(sink))
+                if found is None:
+                    found = by_sink[id(sink)] = _group(groups, seen, sink.resource, sink.scope)
+                found.append(field)
+                continue
         encoded = _group(groups, seen, span.resource, span.instrumentation_scope)
         encoded.append(_len_field(_T2_LEN, _span(span)))
     return _request(groups)
