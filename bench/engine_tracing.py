@@ -13,15 +13,17 @@ engine sees at run time (the telemetry flags, the batch processor's exporter):
 
 - ``off``: tracing and metrics off (the flags the helpers check; the SDK is not touched).
 - ``traces``: tracing on; the batch processor's exporter drops the batches (the processor's
-  queue, batching and export thread still run).
+  queue, batching and export thread still run). It takes lean records (see
+  ``weft_common.telemetry_spans``) as they are, like Weft's OTLP exporter: an attempt nothing
+  looked at is never made a span object.
 - ``traces-read``: as ``traces``, with an exporter that reads every field of every span (context,
   parent, name, kind, times, status, resource, scope, events, links, attributes) and sends
-  nothing: the work any exporter does before its wire format (lean node spans build their
-  context, name and attributes on first read, so ``traces`` alone leaves that out).
+  nothing: what an exporter other than Weft's costs before its wire format (lean records are made
+  spans for it, and lean spans build their context, name and attributes on first read).
 - ``traces-otlp``: tracing on; the OTLP/gRPC exporter ``setup_telemetry`` installs (the SDK's
-  ``OTLPSpanExporter`` with Weft's encoder, ``weft_common.telemetry_otlp``) sends every span to a
-  collector stub in another process: protobuf encoding and the gRPC send are in this process's
-  CPU, the receiving side is not.
+  ``OTLPSpanExporter`` sending the bytes of Weft's encoder, ``weft_common.telemetry_otlp``) sends
+  every span to a collector stub in another process: encoding and the gRPC send are in this
+  process's CPU, the receiving side is not.
 - ``traces-sdk``: as ``traces`` but every node span an SDK span (the engine's lean node spans off):
   what tracing cost before them.
 - ``traces+metrics``: ``traces`` and metrics on: adds the ``weft.node.duration`` histogram
