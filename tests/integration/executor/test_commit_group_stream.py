@@ -1,8 +1,8 @@
 """``CommitGroup`` over ``CommitStream``: a worker's commits travel as messages of long-lived
 streams (no per-call set-up), at most ``max_in_flight`` of them busy, each message answered
 only after its transaction; a stream the server ended or that stopped answering is dropped and
-its message fails like a failed call (retried by the store); tracing on, or a state service
-without ``CommitStream``, gets the plain calls."""
+its message fails like a failed call (retried by the store); with tracing on each message
+carries its own trace context; a state service without ``CommitStream`` gets the plain calls."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
 
 from weft.state.v1 import state_pb2, state_pb2_grpc
-from weft_common._telemetry_state import flags
 from weft_common.errors import Conflict
+from weft_common.telemetry import telemetry_for_tests
 from weft_executor.records import Commit, EventDraft
 from weft_executor.state_store import CommitGroup, StateExecutionStore
 
@@ -28,6 +30,7 @@ class StreamState(state_pb2_grpc.StateServiceServicer):
         self.streams = 0
         self.unary = 0
         self.messages: list[list[str]] = []
+        self.traceparents: list[str] = []
         self.refuse: set[str] = set()
         self.end_after = 0  # end every stream after this many messages (0: never)
         self.silent = False  # read messages but never answer
@@ -61,6 +64,7 @@ class StreamState(state_pb2_grpc.StateServiceServicer):
         answered = 0
         async for message in request_iterator:
             self.messages.append([c.lease.execution_id for c in message.commits])
+            self.traceparents.append(message.traceparent)
             if self.silent:
                 continue
             await asyncio.sleep(self.delay_s)
@@ -172,17 +176,39 @@ async def test_a_stream_that_does_not_answer_times_out_like_a_call(scripted: Scr
     assert not group._lanes  # the silent streams were dropped, not kept for reuse
 
 
-async def test_tracing_on_uses_one_call_per_commit(
-    scripted: Scripted, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With tracing on every commit is a CommitStep call (its client and server spans)."""
-    state, stub = scripted
-    monkeypatch.setattr(flags, "tracing", True)
-    group = CommitGroup(stub, max_in_flight=1)
-    s = store(stub, group, 1)
-    await s.write(commit())
-    await s.write(commit())
-    assert (state.unary, state.streams) == (2, 0) and s.version == 12
+async def test_tracing_on_streams_each_commit_with_its_trace_context(scripted: Scripted) -> None:
+    """With tracing on commits still go as stream messages, one stream reused: each message has
+    a CLIENT span of its own (ended with the answer, in the writer's trace) whose traceparent it
+    carries, for the state service to continue; a message left unanswered ends its span as an
+    error."""
+    tel = telemetry_for_tests()
+    try:
+        state, stub = scripted
+        group = CommitGroup(stub, max_in_flight=1)
+        s = store(stub, group, 1)
+        tracer = trace.get_tracer("test")
+        with tracer.start_as_current_span("writer") as writer:
+            await s.write(commit())
+            await s.write(commit())
+        assert (state.unary, state.streams) == (0, 1) and s.version == 12
+        spans = [sp for sp in tel.spans() if sp.name == "weft.state.v1.StateService/CommitStream"]
+        assert len(spans) == 2
+        assert state.traceparents == [
+            f"00-{sp.context.trace_id:032x}-{sp.context.span_id:016x}-{sp.context.trace_flags:02x}"
+            for sp in spans
+        ]
+        for sp in spans:
+            assert sp.kind is SpanKind.CLIENT and sp.parent is not None
+            assert sp.parent.span_id == writer.get_span_context().span_id
+            assert sp.status.status_code is StatusCode.UNSET
+        state.silent = True
+        late = store(stub, group, 1, timeout_s=0.2, retry_budget_s=0.3)
+        with pytest.raises(Conflict):
+            await late.write(commit())
+        failed = [sp for sp in tel.spans() if sp.name.endswith("/CommitStream")][2:]
+        assert failed and all(sp.status.status_code is StatusCode.ERROR for sp in failed)
+    finally:
+        tel.stop()
 
 
 async def test_a_state_service_without_commit_stream_gets_plain_calls() -> None:
@@ -212,4 +238,3 @@ async def test_a_state_service_without_commit_stream_gets_plain_calls() -> None:
     finally:
         await channel.close()
         await server.stop(0)
-

@@ -16,7 +16,12 @@ from weft_common.errors import NotFound
 from weft_common.grpc_server import GrpcServer
 from weft_common.settings import CommonSettings
 from weft_common.telemetry import TestTelemetry, node_span, telemetry_for_tests
-from weft_common.telemetry_grpc import instrumented_channel
+from weft_common.telemetry_grpc import (
+    MessageCall,
+    end_message_span,
+    instrumented_channel,
+    message_span,
+)
 
 SETTINGS = CommonSettings()
 
@@ -222,3 +227,64 @@ async def test_background_polling_rpcs_leave_no_spans(tel: TestTelemetry) -> Non
            "rpc.grpc.status_code": 0},
     )  # fmt: skip
     assert after - before == 1  # still measured
+
+
+async def test_messages_of_a_bidirectional_stream_are_calls_of_their_own(
+    tel: TestTelemetry,
+) -> None:
+    """``CommitStream``'s way: each message carries its sender's trace context (the stream's
+    metadata went once), and the handler continues it in a SERVER span per message, current
+    while it is handled; a message that failed as a whole sets its code on the span and in
+    ``rpc.server.duration``. Two messages of two traces on one stream stay in their traces."""
+    service = "test.Streams"
+    method = f"/{service}/Commit"
+    inside: list[int] = []
+
+    async def commit(
+        requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        async for request in requests:
+            traceparent, _, body = request.decode().partition("|")
+            with MessageCall(method, traceparent) as call:
+                inside.append(trace.get_current_span().get_span_context().trace_id)
+                if body == "fail":
+                    call.code, call.error = grpc.StatusCode.UNAVAILABLE, "database gone"
+            yield b"done:" + body.encode()
+
+    def count(code: int) -> Any:
+        return tel.metric_value(
+            "rpc.server.duration",
+            **{"rpc.system": "grpc", "rpc.service": service, "rpc.method": "Commit",
+               "rpc.grpc.status_code": code},
+        )  # fmt: skip
+
+    ok_before, failed_before = count(0), count(14)
+    srv = await _start(service, {"Commit": grpc.stream_stream_rpc_method_handler(commit)})
+    tracer = trace.get_tracer("test")
+    clients = []
+    try:
+        async with instrumented_channel(f"127.0.0.1:{srv.port}", SETTINGS) as ch:
+            stream = ch.stream_stream(method)()
+            for body in ("first", "fail"):
+                with tracer.start_as_current_span(f"caller {body}"):
+                    span, traceparent, _ = message_span(method)
+                    await stream.write(f"{traceparent}|{body}".encode())
+                    assert await stream.read() == b"done:" + body.encode()
+                    end_message_span(span, grpc.StatusCode.OK)
+                    clients.append(span)
+            await stream.done_writing()
+    finally:
+        await srv.stop(0)
+    spans = tel.spans()
+    servers = [s for s in spans if s.name == method.lstrip("/") and s.kind is SpanKind.SERVER]
+    client_spans = [s for s in spans if s.name == method.lstrip("/") and s.kind is SpanKind.CLIENT]
+    assert len(servers) == 2 and len(client_spans) == 2
+    for server, client in zip(servers, client_spans, strict=True):
+        assert _parent_of(server, client)
+        assert server.context.trace_id == client.context.trace_id
+    assert inside == [s.context.trace_id for s in servers]
+    assert servers[0].context.trace_id != servers[1].context.trace_id
+    assert servers[0].status.status_code is StatusCode.UNSET
+    assert servers[1].status.status_code is StatusCode.ERROR
+    assert servers[1].status.description == "database gone"
+    assert (count(0) - ok_before, count(14) - failed_before) == (1, 1)

@@ -232,6 +232,19 @@ def instrument_libraries(libraries: Sequence[str] = ()) -> None:
                 instrumentor.instrument(skip_dep_check=True)
             except Exception:
                 log.warning("could not instrument %s", type(instrumentor).__name__, exc_info=True)
+            else:
+                if type(instrumentor).__name__ == "SQLAlchemyInstrumentor":
+                    _no_connect_spans()
+
+
+def _no_connect_spans() -> None:
+    """The SQLAlchemy instrumentation wraps ``Engine.connect`` in a "connect" span: a pool
+    checkout (every transaction of the state service: most of its spans), with nothing in it
+    that the statement spans do not say. Unwrapped: statements keep their spans."""
+    from opentelemetry.instrumentation.utils import unwrap
+    from sqlalchemy.engine.base import Engine
+
+    unwrap(Engine, "connect")
 
 
 def trace_sqlalchemy_engine(engine: Any) -> None:

@@ -6,6 +6,9 @@
   generator runs in that context. Also records ``rpc.server.duration`` when metrics are on.
 - ``instrumented_channel(target, settings)``: a grpc.aio channel whose unary-unary and
   unary-stream calls open a CLIENT span and inject ``traceparent`` into the metadata.
+- Bidirectional streams whose messages are calls of their own (``CommitStream``): the sender
+  puts each message's trace context in the message (``message_span``), the handler continues it
+  (``MessageCall``): a CLIENT and a SERVER span per message, as a unary call would have.
 
 (``opentelemetry-instrumentation-grpc`` has aio interceptors too; these exist because they cost
 nothing when tracing is off, map Weft's abort-based errors to span statuses, and keep the
@@ -30,11 +33,14 @@ from .grpc_server import channel_options
 from .settings import CommonSettings
 
 __all__ = [
+    "MessageCall",
     "TracingClientInterceptor",
     "TracingServerInterceptor",
     "TracingStreamClientInterceptor",
     "client_interceptors",
+    "end_message_span",
     "instrumented_channel",
+    "message_span",
 ]
 
 _tracer = trace.get_tracer("weft.grpc")
@@ -110,12 +116,20 @@ class _ServerCall:
 
     def finish(self, context: grpc.aio.ServicerContext, exc: BaseException | None) -> None:
         code = _server_code(context, exc)
+        self.end(code, exc, lambda: _details(context, exc))
+
+    def end(
+        self,
+        code: grpc.StatusCode,
+        exc: BaseException | None = None,
+        details: Callable[[], str | None] = lambda: None,
+    ) -> None:
         if self.span is not None:
             self.span.set_attribute("rpc.grpc.status_code", code.value[0])
             if exc is not None and not isinstance(exc, _NOT_FAILURES):
                 self.span.record_exception(exc)
             if code in _SERVER_ERROR_CODES:
-                self.span.set_status(Status(StatusCode.ERROR, _details(context, exc)))
+                self.span.set_status(Status(StatusCode.ERROR, details()))
             self.span.end()
         if flags.metrics:
             from .telemetry_metrics import metrics
@@ -211,6 +225,51 @@ def _wrap_unary_stream(fn: Callable[..., AsyncIterator[Any]], method: str, metad
     return traced
 
 
+class MessageCall:
+    """One message of a bidirectional stream handled as a call of its own (``CommitStream``):
+    a SERVER span continuing the trace context the message carries, current while the message
+    is handled, and ``rpc.server.duration``; set ``code`` (and ``error``) for how it ended.
+    Nothing at all with tracing and metrics off.
+
+        with MessageCall(method, request.traceparent, request.tracestate) as call:
+            ...
+            call.code = grpc.StatusCode.UNAVAILABLE
+    """
+
+    __slots__ = ("_call", "_method", "_token", "code", "error")
+
+    def __init__(self, method: str, traceparent: str, tracestate: str = "") -> None:
+        self.code = grpc.StatusCode.OK
+        self.error: str | None = None
+        self._call: _ServerCall | None = None
+        self._token: object = None
+        if flags.tracing or flags.metrics:
+            carrier = [("traceparent", traceparent)] if traceparent else []
+            if tracestate:
+                carrier.append(("tracestate", tracestate))
+            self._call = _ServerCall(method, carrier)
+
+    def __enter__(self) -> MessageCall:
+        call = self._call
+        if call is not None and call.ctx is not None:
+            self._token = otel_context.attach(call.ctx)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        call = self._call
+        if call is None:
+            return
+        if self._token is not None:
+            otel_context.detach(self._token)  # type: ignore[arg-type]
+        if exc is not None:
+            self.code = (
+                grpc.StatusCode.CANCELLED
+                if isinstance(exc, asyncio.CancelledError)
+                else grpc.StatusCode.UNKNOWN
+            )
+        call.end(self.code, exc, lambda: self.error)
+
+
 class TracingServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """A SERVER span per RPC (child of the caller's ``traceparent``) and ``rpc.server.duration``."""
 
@@ -269,6 +328,23 @@ def _client_end(span: Span, code: grpc.StatusCode, details: str | None = None) -
     if code is not grpc.StatusCode.OK:
         span.set_status(Status(StatusCode.ERROR, details))
     span.end()
+
+
+def message_span(method: str) -> tuple[Span, str, str]:
+    """A CLIENT span for one message of a bidirectional stream sent as a call of its own (see
+    ``MessageCall``), with the ``traceparent`` and ``tracestate`` to put in the message. End it
+    with ``end_message_span``."""
+    span = _tracer.start_span(
+        method.lstrip("/"), kind=SpanKind.CLIENT, attributes=_rpc_attributes(method)
+    )
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=trace.set_span_in_context(span))
+    return span, carrier.get("traceparent", ""), carrier.get("tracestate", "")
+
+
+def end_message_span(span: Span, code: grpc.StatusCode, details: str | None = None) -> None:
+    """Ends a ``message_span`` with the message's outcome."""
+    _client_end(span, code, details)
 
 
 class TracingClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]

@@ -21,9 +21,10 @@ They travel as messages of ``CommitStream`` calls (at most ``max_in_flight`` bus
 kept for the next commit): a unary call's set-up and teardown cost both processes more CPU than
 the commit's own work and about a quarter of a chain's per-node time. A stream that fails, ends
 or does not answer within the RPC timeout is dropped, its message failing as a failed call would
-(``UNAVAILABLE``, ``DEADLINE_EXCEEDED``: retried, ambiguous). With tracing on every commit is a
-``CommitStep`` call (or ``CommitSteps`` for a group), each with its spans; so is every commit to
-a state service without ``CommitStream``.
+(``UNAVAILABLE``, ``DEADLINE_EXCEEDED``: retried, ambiguous). With tracing on each message has
+a CLIENT span and carries its trace context, which the state service continues (a stream's
+metadata goes once): the spans of a ``CommitSteps`` call. A state service without
+``CommitStream`` gets ``CommitStep`` calls (``CommitSteps`` for a group).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import grpc
 from weft.state.v1 import state_pb2, state_pb2_grpc
 from weft_common._telemetry_state import flags
 from weft_common.errors import DETAILS_KEY, Conflict, from_rpc_error
+from weft_common.telemetry_grpc import end_message_span, message_span
 
 from .convert import _event as event_to_proto
 from .convert import commit_to_request
@@ -60,6 +62,7 @@ _TRANSIENT = frozenset(
 
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
+_COMMIT_STREAM = "/weft.state.v1.StateService/CommitStream"
 
 
 class _NoStream(Exception):
@@ -121,8 +124,7 @@ class CommitGroup:
         self._tasks: set[asyncio.Task[None]] = set()
         self._grouping = True  # off when the state service predates CommitSteps
         # Commits go over CommitStream calls (idle ones here, at most max_in_flight busy), off
-        # when the state service predates it. Tracing on: one CommitStep call each (a span
-        # per commit, with the trace context the interceptors carry).
+        # when the state service predates it.
         self._streaming = True
         self._lanes: list[grpc.aio.StreamStreamCall] = []
         self.calls = 0  # RPCs and stream messages sent
@@ -136,7 +138,7 @@ class CommitGroup:
             self._in_flight += 1
             self.calls += 1
             try:
-                if self._streaming and not flags.tracing:
+                if self._streaming:
                     try:
                         return await self._stream_one(request, rpc_timeout_s)
                     except _NoStream:
@@ -180,7 +182,7 @@ class CommitGroup:
             items = [p[0] for p in batch]
             response: state_pb2.CommitStreamResponse | state_pb2.CommitStepsResponse | None = None
             try:
-                if self._streaming and not flags.tracing:
+                if self._streaming:
                     try:
                         self.calls += 1
                         message = state_pb2.CommitStreamRequest(commits=items)
@@ -253,6 +255,27 @@ class CommitGroup:
         raise CommitError(code, outcome.message, outcome.details_json)
 
     async def _exchange(
+        self, request: state_pb2.CommitStreamRequest, deadline_s: float
+    ) -> state_pb2.CommitStreamResponse:
+        """``_send_message``; with tracing on, in a CLIENT span of its own whose trace context
+        the message carries (the state service continues it: see ``MessageCall``)."""
+        if not flags.tracing:
+            return await self._send_message(request, deadline_s)
+        span, request.traceparent, request.tracestate = message_span(_COMMIT_STREAM)
+        try:
+            response = await self._send_message(request, deadline_s)
+        except grpc.RpcError as exc:
+            end_message_span(span, exc.code(), exc.details())
+            raise
+        except BaseException as exc:
+            cancelled = isinstance(exc, asyncio.CancelledError)
+            code = grpc.StatusCode.CANCELLED if cancelled else grpc.StatusCode.UNKNOWN
+            end_message_span(span, code)
+            raise
+        end_message_span(span, grpc.StatusCode.OK)
+        return response
+
+    async def _send_message(
         self, request: state_pb2.CommitStreamRequest, deadline_s: float
     ) -> state_pb2.CommitStreamResponse:
         """One message over an idle ``CommitStream`` (or a new one) and its answer. A stream

@@ -21,6 +21,7 @@ from weft.state.v1 import state_pb2, state_pb2_grpc
 from weft.workflow.v1 import workflow_pb2
 from weft_common import jsonutil
 from weft_common.errors import InvalidArgument, Unavailable, WeftError
+from weft_common.telemetry_grpc import MessageCall
 
 from . import commits, executions, leases, resumes, stream, workflows
 from .database import is_transient_error
@@ -372,6 +373,9 @@ def _commit_request(msg: state_pb2.CommitStepRequest) -> CommitRequest:
     )
 
 
+_COMMIT_STREAM = "/weft.state.v1.StateService/CommitStream"
+
+
 def _outcome_error(exc: WeftError) -> state_pb2.CommitStepOutcome:
     return state_pb2.CommitStepOutcome(
         code=exc.status.value[0],
@@ -627,10 +631,14 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
                 if request is grpc.aio.EOF:
                     return
                 self._idle_streams.discard(context)
-                try:
-                    outcomes = await _commit_outcomes(self.store, request.commits)
-                except Exception as exc:  # the whole message failed (CommitSteps' call would)
-                    outcomes = [_outcome_error(_commit_error(exc))] * len(request.commits)
+                # A call of its own to telemetry: the trace context the message carries.
+                with MessageCall(_COMMIT_STREAM, request.traceparent, request.tracestate) as call:
+                    try:
+                        outcomes = await _commit_outcomes(self.store, request.commits)
+                    except Exception as exc:  # the whole message failed (as CommitSteps')
+                        error = _commit_error(exc)
+                        outcomes = [_outcome_error(error)] * len(request.commits)
+                        call.code, call.error = error.status, error.message
                 await context.write(state_pb2.CommitStreamResponse(outcomes=outcomes))
                 self._idle_streams.add(context)
         finally:

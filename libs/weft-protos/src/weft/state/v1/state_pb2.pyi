@@ -369,10 +369,14 @@ class CommitStepsResponse(_message.Message):
     def __init__(self, outcomes: _Optional[_Iterable[_Union[CommitStepOutcome, _Mapping]]] = ...) -> None: ...
 
 class CommitStreamRequest(_message.Message):
-    __slots__ = ("commits",)
+    __slots__ = ("commits", "traceparent", "tracestate")
     COMMITS_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
+    TRACESTATE_FIELD_NUMBER: _ClassVar[int]
     commits: _containers.RepeatedCompositeFieldContainer[CommitStepRequest]
-    def __init__(self, commits: _Optional[_Iterable[_Union[CommitStepRequest, _Mapping]]] = ...) -> None: ...
+    traceparent: str
+    tracestate: str
+    def __init__(self, commits: _Optional[_Iterable[_Union[CommitStepRequest, _Mapping]]] = ..., traceparent: _Optional[str] = ..., tracestate: _Optional[str] = ...) -> None: ...
 
 class CommitStreamResponse(_message.Message):
     __slots__ = ("outcomes",)
