@@ -27,7 +27,7 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.trace import SpanKind
 
-from .telemetry_spans import _LEAN, _UNSET_STATUS, format_scope, lean_spans
+from .telemetry_spans import _LEAN, _UNSET_STATUS, format_scope, lean_spans, start_record
 
 __all__ = ["WeftOTLPSpanExporter", "encode_spans_bytes"]
 
@@ -269,19 +269,8 @@ def _lean_span_field(span: Any) -> bytes | None:
     attributes or name set); None otherwise."""
     if span._status is not _UNSET_STATUS or span._events or span._extra or span._name is not None:
         return None
-    return _lean_field(
-        span._run,
-        span._node_id,
-        span._node_type,
-        span._scope,
-        span._attempt,
-        span._execution_id,
-        span._span_id,
-        span._start_time,
-        span._outer,
-        span._end_time,
-        span._node_status,
-        span._error_code,
+    return _lean_field(  # type: ignore[call-arg]
+        span._run, *start_record(span), span._end_time, span._node_status, span._error_code
     )
 
 

@@ -630,6 +630,20 @@ def _span_of_record(run: _RunContext, start: tuple[Any, ...]) -> _AttemptSpan:
     return span
 
 
+def start_record(span: _NodeSpan) -> tuple[Any, ...]:
+    """The start record of a lean span (``_span_of_record``'s inverse)."""
+    return (
+        span._node_id,
+        span._node_type,
+        span._scope,
+        span._attempt,
+        span._execution_id,
+        span._span_id,
+        span._start_time,
+        span._outer,
+    )
+
+
 def _ended_span(record: LeanRecord) -> _AttemptSpan:
     run, start, end = record
     span = _span_of_record(run, start)
@@ -641,6 +655,7 @@ def lean_spans(batch: Sequence[Any]) -> list[Any]:
     """``batch`` (spans handed to an exporter that takes lean records) with every lean record
     made into its span."""
     return [_ended_span(item) if type(item) is tuple else item for item in batch]
+
 
 _FLUSH_AT = 512  # the batch processor's default export batch
 _FLUSH_AFTER_S = 1.0  # at the latest (a timer), or at the next node end after that
@@ -697,6 +712,7 @@ def flush_node_spans() -> None:
 
 def _processor_of(item: Any) -> Any:
     return (item[0] if type(item) is tuple else item._run).sink.processor
+
 
 _flush_lock = threading.RLock()
 

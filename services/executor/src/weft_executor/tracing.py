@@ -140,7 +140,9 @@ async def run_attempt(
                 elif not lean_flush_timer[0]:
                     arm_flush_timer()
                 if measure:
-                    record_node_duration(perf_counter() - started, node.type, status, run.plain, end)
+                    record_node_duration(
+                        perf_counter() - started, node.type, status, run.plain, end
+                    )
                 return result
         elif type(run) is UnsampledRun:  # a run sampling left out: no span to record
             if not measure:
