@@ -317,6 +317,8 @@ async def test_one_execution_is_one_trace_across_all_services(
     assert len(statements) >= 5, sorted({s.name for s in sql})
     # A pool checkout is no span of its own (the instrumentation's "connect", unwrapped).
     assert [s for s in in_trace if s.name == "connect"] == []
+    # Nor a pool-usage metric update (two per checkout: most of the measurements otherwise).
+    assert not [name for name, _ in tel.metric_points() if name.startswith("db.client")]
     commit_servers = [
         s for s in in_trace if s.name == f"{STATE}/CommitStream" and s.kind is SpanKind.SERVER
     ]

@@ -229,12 +229,20 @@ def instrument_libraries(libraries: Sequence[str] = ()) -> None:
             try:
                 # SQLAlchemy 2.1 is newer than the instrumentation's declared range; its engine
                 # events are unchanged (tests check statements are traced).
-                instrumentor.instrument(skip_dep_check=True)
+                instrumentor.instrument(skip_dep_check=True, **_instrument_options(instrumentor))
             except Exception:
                 log.warning("could not instrument %s", type(instrumentor).__name__, exc_info=True)
             else:
                 if type(instrumentor).__name__ == "SQLAlchemyInstrumentor":
                     _no_connect_spans()
+
+
+def _instrument_options(instrumentor: Any) -> dict[str, Any]:
+    """SQLAlchemy: no ``db.client.connections.usage`` (two counter updates per pool checkout,
+    most of a traced state service's metric measurements; Weft's own metrics cover commits)."""
+    if type(instrumentor).__name__ == "SQLAlchemyInstrumentor":
+        return {"meter_provider": otel_metrics.NoOpMeterProvider()}
+    return {}
 
 
 def _no_connect_spans() -> None:
@@ -261,8 +269,8 @@ def trace_sqlalchemy_engine(engine: Any) -> None:
     sync_engine = getattr(engine, "sync_engine", engine)
     if any(params[0]() is sync_engine for params in EngineTracer._remove_event_listener_params):
         return
-    meter = otel_metrics.get_meter("opentelemetry.instrumentation.sqlalchemy")
-    usage = meter.create_up_down_counter(
+    meter = otel_metrics.NoOpMeterProvider().get_meter("opentelemetry.instrumentation.sqlalchemy")
+    usage = meter.create_up_down_counter(  # not recorded: see _instrument_options
         "db.client.connections.usage",
         unit="connections",
         description="The number of connections that are currently in state described by the state attribute.",
