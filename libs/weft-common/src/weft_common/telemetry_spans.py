@@ -288,11 +288,18 @@ class _RunContext(Context):
         """The node span current in this task (for these log ids), if it is one of this run's."""
         if ids is None:
             ids = _log_ids.get()
-        if self.attempts:
-            node = self.attempts.get(id(ids))
+        attempts = self.attempts
+        if attempts:
+            key = id(ids)
+            node = attempts.get(key)
             if node is not None:
-                if type(node) is tuple:
-                    return self.attempt_span(id(ids))
+                if type(node) is tuple:  # a start record: its span, made now
+                    span = _span_of_record(self, node)
+                    # (In its place, unless the attempt ended meanwhile: code in another thread
+                    # that outlived it. Its span is then this one, unexported.)
+                    if attempts.get(key) is node:
+                        attempts[key] = span
+                    return span
                 return node  # type: ignore[return-value]
         node = ids[2]
         if node is not None and node._run is self:
@@ -300,8 +307,8 @@ class _RunContext(Context):
         return None
 
     def attempt_span(self, key: int) -> _AttemptSpan:
-        """The running attempt span registered under ``key``, made from its start record if it
-        is still one (and registered in its place)."""
+        """The running attempt span registered under ``key`` (in this thread: its attempt's),
+        made from its start record if it is still one (and registered in its place)."""
         entry = self.attempts[key]
         if type(entry) is not tuple:
             return entry  # type: ignore[return-value]
