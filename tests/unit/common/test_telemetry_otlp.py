@@ -166,6 +166,11 @@ def _lean_run(execution_id: str) -> int:
             outer.update_name("renamed outer")
             with node_span("inner", "transform", execution_id=execution_id):
                 pass
+        # A scope given as a list of mappings (unhashable): keyed by its text.
+        with node_span(
+            "listed", "wait", [{"container": "each", "index": 1}], execution_id=execution_id
+        ):
+            pass
         with node_span("plain", "transform"):  # no execution id attribute
             ids = LOG_IDS.set((execution_id, "nested", LOG_IDS.get()[2]))
             with attempt_span("nested", "wait", (), 1, execution_id):  # its parent: "plain"
@@ -177,7 +182,7 @@ def _lean_run(execution_id: str) -> int:
 def test_lean_node_spans_encode_as_the_sdk_encodes_them(tel: TestTelemetry) -> None:
     trace_id = _lean_run("exec-o")
     spans = [s for s in tel.spans() if s.context.trace_id == trace_id]
-    assert len(spans) == 28
+    assert len(spans) == 29
     _same(spans)
 
 
@@ -189,7 +194,7 @@ def test_lean_spans_of_a_workflow_run_again_encode_as_the_sdk_encodes_them(
     first, second = _lean_run("exec-1"), _lean_run("exec-22")
     for trace_id in (first, second, first):
         spans = [s for s in tel.spans() if s.context.trace_id == trace_id]
-        assert len(spans) == 28
+        assert len(spans) == 29
         _same(spans)
     _same(list(tel.spans()))
 

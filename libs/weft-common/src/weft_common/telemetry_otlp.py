@@ -296,7 +296,11 @@ def _lean_field(
     if run.sink.limit is not None:
         return None
     key = (node_id, node_type, attempt, scope, node_status, error_code)
-    template = _templates.get(key)
+    try:
+        template = _templates.get(key)
+    except TypeError:  # an unhashable scope (a list, mappings): by its text
+        key = (node_id, node_type, attempt, format_scope(scope), node_status, error_code)
+        template = _templates.get(key)
     if template is None:
         template = _lean_template(key)
     name_kind, attrs_before, attrs_after, size = template
@@ -475,7 +479,11 @@ def encode_spans_bytes(spans: Sequence[Any]) -> bytes:
                 run_spans = found
             node_id, node_type, scope, attempt, execution_id, span_id, start_time, outer = start
             key = (node_id, node_type, attempt, scope, "SUCCEEDED", "")
-            template = templates.get(key)
+            try:
+                template = templates.get(key)
+            except TypeError:  # an unhashable scope (a list, mappings): by its text
+                key = (node_id, node_type, attempt, format_scope(scope), "SUCCEEDED", "")
+                template = templates.get(key)
             if template is None:
                 template = _lean_template(key)
             name_kind, attrs_before, attrs_after, size = template

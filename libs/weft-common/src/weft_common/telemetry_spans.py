@@ -277,7 +277,7 @@ class _RunContext(Context):
         self.sink = sink
         self.bits = sink.bits
         # Attempt spans by the identity of their log ids: an _AttemptSpan, or the start record
-        # of one not made yet (see ``started_record``).
+        # of one not made yet (see ``LeanRecord``).
         self.attempts: dict[int, _AttemptSpan | tuple[Any, ...]] = {}
         self.otlp_fields: Any = None  # the OTLP encoder's (telemetry_otlp)
         # The run's span current, whatever the task: what a measurement at a node's end is
@@ -607,11 +607,12 @@ _LEAN = (_NodeSpan, _AttemptSpan)
 
 
 # Lean attempt records. An attempt span nobody looks at while it runs (no outbound call, log
-# line or status in it: most nodes) is kept as two tuples instead of an _AttemptSpan (a third of
-# the cost): ``weft_executor.tracing.run_attempt`` registers the start record
+# line or status in it: most nodes) is kept as two tuples instead of an _AttemptSpan (no object
+# and dict to make, none for the OTLP exporter to read): ``weft_executor.tracing.run_attempt``
+# registers the start record
 #   (node_id, node_type, scope, attempt, execution_id, span_id, start_time, outer)
-# in its run's ``attempts`` (where ``_RunContext.attempt_span`` turns it into the span if the
-# node's code asks for the current span), and at the attempt's end, if it is still a record,
+# in its run's ``attempts`` (``_RunContext._node_span`` and ``attempt_span`` make the span of it
+# when the node's code asks for the current span), and at the attempt's end, if still a record,
 # hands ``(run, start_record, end_time)`` to the span processors: an ended span that succeeded
 # with nothing else recorded. An exporter with ``weft_lean_records = True`` (Weft's OTLP one)
 # takes records as they are; every other processor or exporter gets the ``_AttemptSpan`` made from
