@@ -24,6 +24,8 @@ engine sees at run time (the telemetry flags, the batch processor's exporter):
   ``OTLPSpanExporter`` sending the bytes of Weft's encoder, ``weft_common.telemetry_otlp``) sends
   every span to a collector stub in another process: encoding and the gRPC send are in this
   process's CPU, the receiving side is not.
+- ``traces-otlp-http``: as ``traces-otlp`` over OTLP/HTTP (``OTEL_EXPORTER_OTLP_PROTOCOL=
+  http/protobuf``: the SDK's HTTP exporter sending Weft's encoding) to the stub's HTTP port.
 - ``traces-sdk``: as ``traces`` but every node span an SDK span (the engine's lean node spans off):
   what tracing cost before them.
 - ``traces+metrics``: ``traces`` and metrics on: adds the ``weft.node.duration`` histogram
@@ -52,14 +54,17 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 N = 1000
-MODES = ("off", "traces", "traces-read", "traces-otlp", "traces-sdk", "traces+metrics", "sampled")
+MODES = (
+    "off", "traces", "traces-read", "traces-otlp", "traces-otlp-http", "traces-sdk",
+    "traces+metrics", "sampled",
+)  # fmt: skip
 RESULTS = Path(__file__).parent / "results" / "engine_tracing.json"
 
 
 class Telemetry:
     """The providers, installed once; ``use(mode)`` switches between the modes."""
 
-    def __init__(self, otlp_port: int) -> None:
+    def __init__(self, otlp_port: int, http_port: int) -> None:
         from opentelemetry import metrics, trace
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import (
@@ -75,6 +80,7 @@ class Telemetry:
         )
 
         from weft_common.telemetry_otlp import WeftOTLPSpanExporter
+        from weft_common.telemetry_otlp_http import WeftOTLPHTTPSpanExporter
         from weft_common.telemetry_spans import lean_spans
 
         class Drop(SpanExporter):
@@ -131,6 +137,9 @@ class Telemetry:
         self.read = Read()
         # The exporter setup_telemetry installs for OTLP (the SDK's, with Weft's encoder).
         self.otlp = WeftOTLPSpanExporter(endpoint=f"http://127.0.0.1:{otlp_port}", insecure=True)
+        self.otlp_http = WeftOTLPHTTPSpanExporter(
+            endpoint=f"http://127.0.0.1:{http_port}/v1/traces"
+        )
         self.switch = Switch()
         self.provider = TracerProvider()
         self.provider.add_span_processor(BatchSpanProcessor(self.switch))
@@ -145,16 +154,15 @@ class Telemetry:
 
         flags.tracing = mode != "off"
         flags.metrics = mode in ("traces+metrics", "sampled")
-        self.switch.target = {"traces-otlp": self.otlp, "traces-read": self.read}.get(
-            mode, self.drop
-        )
+        targets = {"traces-otlp": self.otlp, "traces-otlp-http": self.otlp_http}
+        self.switch.target = {**targets, "traces-read": self.read}.get(mode, self.drop)
         # The lean node spans' sink for this provider, or none (SDK spans), as the engine sees it.
         telemetry_spans._sink_cache = (None, None)
         if mode == "traces-sdk":
             telemetry_spans._sink_cache = (self.provider, None)
 
 
-async def measure(rounds: int, otlp_port: int) -> dict[str, dict[str, float]]:
+async def measure(rounds: int, otlp_port: int, http_port: int) -> dict[str, dict[str, float]]:
     from engine import Clock, chain, compile_json, execute, install_noop, make_engine
     from opentelemetry import context as otel_context
     from opentelemetry import trace
@@ -166,7 +174,7 @@ async def measure(rounds: int, otlp_port: int) -> dict[str, dict[str, float]]:
         remember_start_context,
     )
 
-    tel = Telemetry(otlp_port)
+    tel = Telemetry(otlp_port, http_port)
     install_noop()
     dag = compile_json(chain(N))
     engine = make_engine()
@@ -211,8 +219,11 @@ async def measure(rounds: int, otlp_port: int) -> dict[str, dict[str, float]]:
 
 
 def sink(port_file: str) -> None:
-    """A collector stub: accepts OTLP trace exports and drops them (its own process)."""
+    """A collector stub: accepts OTLP trace exports over gRPC and over HTTP (``POST /v1/traces``)
+    and drops them (its own process); writes both ports."""
+    import threading
     from concurrent import futures
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     import grpc
     from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
@@ -221,23 +232,42 @@ def sink(port_file: str) -> None:
         def Export(self, request: Any, context: Any) -> Any:
             return trace_service_pb2.ExportTraceServiceResponse()
 
+    class HTTPSink(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as a collector does
+        answer = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+
+        def do_POST(self) -> None:
+            trace_service_pb2.ExportTraceServiceRequest.FromString(
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            )  # parsed, as a collector would, and dropped
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", str(len(self.answer)))
+            self.end_headers()
+            self.wfile.write(self.answer)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Sink(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
-    Path(port_file).write_text(str(port))
+    http = ThreadingHTTPServer(("127.0.0.1", 0), HTTPSink)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    Path(port_file).write_text(f"{port} {http.server_address[1]}")
     server.wait_for_termination()
 
 
-def start_sink() -> tuple[subprocess.Popen[bytes], int]:
+def start_sink() -> tuple[subprocess.Popen[bytes], int, int]:
     port_file = Path(f"/tmp/weft-bench-otlp-{os.getpid()}.port")
     port_file.unlink(missing_ok=True)
     proc = subprocess.Popen([sys.executable, __file__, "--sink", str(port_file)])
     for _ in range(200):
-        if port_file.exists() and port_file.read_text():
-            port = int(port_file.read_text())
+        if port_file.exists() and " " in port_file.read_text():
+            grpc_port, http_port = map(int, port_file.read_text().split())
             port_file.unlink()
-            return proc, port
+            return proc, grpc_port, http_port
         time.sleep(0.05)
     proc.kill()
     raise SystemExit("the OTLP collector stub did not start")
@@ -256,10 +286,10 @@ def main() -> None:
         sink(args.sink)
         return
     rounds = args.rounds or (4 if args.quick else 10)
-    sink_proc, otlp_port = start_sink()
+    sink_proc, otlp_port, http_port = start_sink()
     load_before = os.getloadavg()
     try:
-        results = asyncio.run(measure(rounds, otlp_port))
+        results = asyncio.run(measure(rounds, otlp_port, http_port))
     finally:
         sink_proc.terminate()
         sink_proc.wait()
@@ -280,7 +310,7 @@ def main() -> None:
         r["ratio_cpu"] = r["cpu_us_per_node"] / off["cpu_us_per_node"]
         r["ratio_wall"] = r["wall_us_per_node"] / off["wall_us_per_node"]
         line = (
-            f"  {mode:<15} {r['cpu_us_per_node']:7.1f} us cpu {r['ratio_cpu']:5.2f}x   "
+            f"  {mode:<16} {r['cpu_us_per_node']:7.1f} us cpu {r['ratio_cpu']:5.2f}x   "
             f"{r['wall_us_per_node']:7.1f} us wall {r['ratio_wall']:5.2f}x"
         )
         if mode != "off":

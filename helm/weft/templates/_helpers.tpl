@@ -66,6 +66,10 @@ app.kubernetes.io/component: {{ .component }}
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ . | quote }}
 {{- end }}
+{{- with .root.Values.global.otlpProtocol }}
+- name: OTEL_EXPORTER_OTLP_PROTOCOL
+  value: {{ . | quote }}
+{{- end }}
 {{- range $k, $v := .values.env }}
 - name: {{ $k }}
   value: {{ $v | quote }}

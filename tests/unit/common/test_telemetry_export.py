@@ -1,6 +1,7 @@
 """``setup_telemetry`` as a service runs it, in a fresh process (the OpenTelemetry globals are set
-once per process): OTLP export to a receiver in the test, the Prometheus scrape port, the
-standard ``OTEL_*`` variables, and ``OTEL_SDK_DISABLED``."""
+once per process): OTLP export to a receiver in the test (gRPC, and HTTP when the protocol
+says so), the Prometheus scrape port, the standard ``OTEL_*`` variables, and
+``OTEL_SDK_DISABLED``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import json
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import grpc
@@ -48,6 +51,9 @@ class _Receiver(
         self.metric_names: set[str] = set()
 
     async def Export(self, request: Any, context: Any) -> Any:
+        return self.take(request)
+
+    def take(self, request: Any) -> Any:
         if isinstance(request, trace_service_pb2.ExportTraceServiceRequest):
             for rs in request.resource_spans:
                 attrs = {kv.key: kv.value.string_value for kv in rs.resource.attributes}
@@ -71,6 +77,44 @@ async def receiver() -> AsyncIterator[tuple[int, _Receiver]]:
     await server.start()
     yield port, recv
     await server.stop(0)
+
+
+@pytest.fixture
+def http_receiver() -> Iterator[tuple[int, _Receiver, list[str]]]:
+    """An OTLP/HTTP receiver (``POST /v1/traces``, ``/v1/metrics``, protobuf bodies); also
+    gives the paths it was sent to."""
+    recv = _Receiver()
+    paths: list[str] = []
+    kinds = {
+        "/v1/traces": trace_service_pb2.ExportTraceServiceRequest,
+        "/v1/metrics": metrics_service_pb2.ExportMetricsServiceRequest,
+    }
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            paths.append(self.path)
+            kind = kinds.get(self.path)
+            if kind is None or self.headers.get("Content-Type") != "application/x-protobuf":
+                self.send_response(404)
+                self.end_headers()
+                return
+            payload = recv.take(kind.FromString(body)).SerializeToString()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1], recv, paths
+    server.shutdown()
+    server.server_close()
 
 
 def _free_port() -> int:
@@ -125,6 +169,56 @@ async def test_otlp_export_with_service_name_and_resource_from_env(
     assert attrs["service.namespace"] == "weft"
     assert attrs["deployment.environment"] == "test"
     assert {"weft.executions.finished", "weft.node.duration"} <= recv.metric_names
+
+
+async def test_otlp_over_http_when_the_protocol_says_so(
+    http_receiver: tuple[int, _Receiver, list[str]], receiver: tuple[int, _Receiver]
+) -> None:
+    """``OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf``: both signals are POSTed to the endpoint's
+    ``/v1/traces`` and ``/v1/metrics`` (Weft's encoding of the spans); a signal's own protocol
+    variable wins over the general one."""
+    port, recv, paths = http_receiver
+    report = await _run_child(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        }
+    )
+    assert report["tracing"] is True and report["metrics"] is True
+    assert {name for _attrs, name in recv.spans} == {"execution wf", "http fetch"}
+    assert recv.spans[0][0]["service.name"] == "weft-executor"
+    assert {"weft.executions.finished", "weft.node.duration"} <= recv.metric_names
+    assert set(paths) == {"/v1/traces", "/v1/metrics"}
+    assert "not supported" not in report["stderr"]
+
+    grpc_port, grpc_recv = receiver
+    recv.spans.clear()
+    paths.clear()
+    await _run_child(  # traces over gRPC, metrics over HTTP
+        {
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{grpc_port}",
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc",
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": f"http://127.0.0.1:{port}/v1/metrics",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        }
+    )
+    assert {name for _attrs, name in grpc_recv.spans} == {"execution wf", "http fetch"}
+    assert recv.spans == [] and paths == ["/v1/metrics"]
+
+
+async def test_an_otlp_protocol_weft_does_not_speak_is_reported(
+    receiver: tuple[int, _Receiver],
+) -> None:
+    port, recv = receiver
+    report = await _run_child(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
+            "OTEL_METRICS_EXPORTER": "none",
+        }
+    )
+    assert "OTEL_EXPORTER_OTLP_PROTOCOL=http/json is not supported" in report["stderr"]
+    assert {name for _attrs, name in recv.spans} == {"execution wf", "http fetch"}  # over gRPC
 
 
 async def test_otel_service_name_and_sampler_are_honoured(receiver: tuple[int, _Receiver]) -> None:

@@ -3,11 +3,12 @@
 What gets installed, from the standard ``OTEL_*`` variables and ``WEFT_METRICS_PORT``:
 
 - ``OTEL_SDK_DISABLED=true``: nothing (every helper stays a flag check).
-- Traces: OTLP/gRPC when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._TRACES_ENDPOINT``) is set
-  (the SDK's exporter with Weft's encoder of the same request: ``telemetry_otlp``);
+- Traces: OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._TRACES_ENDPOINT``) is set, over
+  gRPC or, with ``OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf`` (or ``..._TRACES_PROTOCOL``), HTTP
+  (the SDK's exporters with Weft's encoder of the same request: ``telemetry_otlp``);
   ``OTEL_TRACES_EXPORTER`` (``otlp``, ``console``, ``none``, comma list) overrides. Sampler from
   ``OTEL_TRACES_SAMPLER``/``_ARG`` (default parent-based always-on), batching from ``OTEL_BSP_*``.
-- Metrics: OTLP/gRPC likewise (``OTEL_METRICS_EXPORTER``, ``OTEL_METRIC_EXPORT_INTERVAL``), plus a
+- Metrics: OTLP likewise (``OTEL_METRICS_EXPORTER``, ``OTEL_METRIC_EXPORT_INTERVAL``), plus a
   Prometheus scrape endpoint on ``settings.host:settings.metrics_port`` when the port is not 0.
 - Resource: ``service.name`` = ``OTEL_SERVICE_NAME`` or the name given here, ``service.namespace``
   = ``weft``, and ``OTEL_RESOURCE_ATTRIBUTES``.
@@ -123,14 +124,27 @@ def _exporter_names(env: Mapping[str, str], signal: str) -> list[str]:
     return []
 
 
-def _check_protocol(env: Mapping[str, str]) -> None:
-    protocol = env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-    if protocol != "grpc":
+_PROTOCOLS = ("grpc", "http/protobuf")
+
+
+def _protocol(env: Mapping[str, str], signal: str) -> str:
+    """A signal's OTLP transport: ``OTEL_EXPORTER_OTLP_<SIGNAL>_PROTOCOL``, else
+    ``OTEL_EXPORTER_OTLP_PROTOCOL``, else ``grpc``; one Weft does not speak (``http/json``) is
+    logged and gRPC used."""
+    name = f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL"
+    if not env.get(name):
+        name = "OTEL_EXPORTER_OTLP_PROTOCOL"
+    protocol = (env.get(name) or "grpc").strip().lower()
+    if protocol not in _PROTOCOLS:
         log.warning(
-            "OTEL_EXPORTER_OTLP_PROTOCOL=%s is not supported; Weft exports OTLP over gRPC "
-            "(point OTEL_EXPORTER_OTLP_ENDPOINT at the collector's gRPC port, usually 4317)",
+            "%s=%s is not supported (grpc, http/protobuf); exporting %s over gRPC "
+            "(point the endpoint at the collector's gRPC port, usually 4317)",
+            name,
             protocol,
+            signal.lower(),
         )
+        return "grpc"
+    return protocol
 
 
 def build_resource(service_name: str) -> Resource:
@@ -166,10 +180,9 @@ def setup_telemetry(
 
     span_exporters = _exporter_names(env, "TRACES")
     if span_exporters:
-        _check_protocol(env)
         provider = TracerProvider(resource=resource)
         for name in span_exporters:
-            processor = _span_processor(name)
+            processor = _span_processor(name, _protocol(env, "TRACES"))
             if processor is not None:
                 provider.add_span_processor(processor)
         trace.set_tracer_provider(provider)
@@ -179,7 +192,7 @@ def setup_telemetry(
 
     readers: list[MetricReader] = []
     for name in _exporter_names(env, "METRICS"):
-        reader = _metric_reader(name)
+        reader = _metric_reader(name, _protocol(env, "METRICS"))
         if reader is not None:
             readers.append(reader)
     if settings.metrics_port:
@@ -297,9 +310,13 @@ def uninstrument_libraries() -> None:
             instrumentor.uninstrument()
 
 
-def _span_processor(name: str) -> Any:
+def _span_processor(name: str, protocol: str = "grpc") -> Any:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
+    if name == "otlp" and protocol == "http/protobuf":
+        from .telemetry_otlp_http import WeftOTLPHTTPSpanExporter
+
+        return BatchSpanProcessor(WeftOTLPHTTPSpanExporter())
     if name == "otlp":
         from .telemetry_otlp import WeftOTLPSpanExporter  # the SDK's, with a faster encoder
 
@@ -310,12 +327,18 @@ def _span_processor(name: str) -> Any:
     return None
 
 
-def _metric_reader(name: str) -> MetricReader | None:
+def _metric_reader(name: str, protocol: str = "grpc") -> MetricReader | None:
     from opentelemetry.sdk.metrics.export import (
         ConsoleMetricExporter,
         PeriodicExportingMetricReader,
     )
 
+    if name == "otlp" and protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+            OTLPMetricExporter as OTLPHTTPMetricExporter,
+        )
+
+        return PeriodicExportingMetricReader(OTLPHTTPMetricExporter())
     if name == "otlp":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
