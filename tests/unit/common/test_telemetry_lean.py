@@ -321,15 +321,24 @@ def test_node_durations_are_recorded_in_batches_and_read_in_full(tel: TestTeleme
     )
 
 
-def test_a_batch_of_durations_aggregates_as_record_per_value_does() -> None:
-    """``_record_all`` (measurements handed to the SDK's consumer) against ``Histogram.record``
-    per value, in two meter providers: same points (count, sum, min, max, buckets, attributes)
-    and exemplars, each exemplar at its measurement's own time."""
+@pytest.mark.parametrize("setup", ["one reader", "two readers, a view keeping node_type"])
+def test_a_batch_of_durations_aggregates_as_record_per_value_does(setup: str) -> None:
+    """``_record_all`` (an attribute set's first measurement through the SDK's consumer, the
+    others straight to its aggregations) against ``Histogram.record`` per value, in two meter
+    providers: same points (count, sum, min, max, buckets, attributes) and exemplars, each
+    exemplar at its measurement's own time; with two readers and a view that keeps one
+    attribute, every reader's points."""
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.metrics.view import View
     from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-    from weft_common.telemetry_metrics import SECONDS_BUCKETS, _consumer, _record_all
+    from weft_common.telemetry_metrics import (
+        SECONDS_BUCKETS,
+        _aggregations,
+        _consumer,
+        _record_all,
+    )
 
     sampled = otel_context.Context()
     sampled = trace.set_span_in_context(
@@ -341,39 +350,50 @@ def test_a_batch_of_durations_aggregates_as_record_per_value_does() -> None:
         (7.0, "http", "FAILED", otel_context.Context(), 3_000),
         (float("nan"), "http", "FAILED", sampled, 4_000),  # record() refuses it: both skip it
         (0.02, "wait", "SUCCEEDED", sampled, 5_000),
+        (0.5, "http", "FAILED", otel_context.Context(), 6_000),  # no exemplar: not sampled
     ]
+    two = setup != "one reader"
+    views = [View(instrument_name="d", attribute_keys={"node_type"})] if two else []
     points = []
     for direct in (True, False):
-        reader = InMemoryMetricReader()
+        readers = [InMemoryMetricReader() for _ in range(2 if two else 1)]
         histogram: Any = (
-            MeterProvider(metric_readers=[reader])
+            MeterProvider(metric_readers=readers, views=views)
             .get_meter("t")
             .create_histogram("d", explicit_bucket_boundaries_advisory=SECONDS_BUCKETS)
         )
         assert _consumer(histogram) is not None
         if direct:
             _record_all(histogram, batch)
+            # (the straight path, not the consumer value by value, for the sets seen)
+            assert _aggregations(histogram, {"node_type": "wait", "status": "SUCCEEDED"})
         else:
             for seconds, node_type, status, context, _at in batch:
                 histogram.record(seconds, {"node_type": node_type, "status": status}, context)
-        data = reader.get_metrics_data()
-        assert data is not None
-        [metric] = data.resource_metrics[0].scope_metrics[0].metrics
-        points.append(
-            {
-                tuple(sorted(p.attributes.items())): (
-                    p.count,
-                    p.sum,
-                    p.min,
-                    p.max,
-                    list(p.bucket_counts),
-                    sorted((e.value, e.span_id, e.trace_id) for e in p.exemplars),
-                    sorted(e.time_unix_nano for e in p.exemplars),
-                )
-                for p in metric.data.data_points
-            }
-        )
-    ours, theirs = points
-    assert {k: v[:6] for k, v in ours.items()} == {k: v[:6] for k, v in theirs.items()}
-    assert ours[(("node_type", "wait"), ("status", "SUCCEEDED"))][0] == 3
-    assert ours[(("node_type", "wait"), ("status", "SUCCEEDED"))][6] == [1_000, 2_000, 5_000]
+        for reader in readers:
+            data = reader.get_metrics_data()
+            assert data is not None
+            [metric] = data.resource_metrics[0].scope_metrics[0].metrics
+            points.append(
+                {
+                    tuple(sorted(p.attributes.items())): (
+                        p.count,
+                        p.sum,
+                        p.min,
+                        p.max,
+                        list(p.bucket_counts),
+                        sorted((e.value, e.span_id, e.trace_id) for e in p.exemplars),
+                        sorted(e.time_unix_nano for e in p.exemplars),
+                        sorted(tuple(sorted(e.filtered_attributes.items())) for e in p.exemplars),
+                    )
+                    for p in metric.data.data_points
+                }
+            )
+    half = len(points) // 2
+    for ours, theirs in zip(points[:half], points[half:], strict=True):
+        assert {k: v[:6] + v[7:] for k, v in ours.items()} == {
+            k: v[:6] + v[7:] for k, v in theirs.items()
+        }
+    wait = (("node_type", "wait"),) if two else (("node_type", "wait"), ("status", "SUCCEEDED"))
+    assert points[0][wait][0] == 3
+    assert points[0][wait][6] == [1_000, 2_000, 5_000]
