@@ -41,7 +41,7 @@ def _of(tel: TestTelemetry, trace_id: int) -> dict[str, Any]:
 async def test_attempt_span_is_current_without_setting_the_log_ids(tel: TestTelemetry) -> None:
     seen: dict[str, Any] = {}
     with execution_span("exec-a", "wf") as ex:
-        ids = LOG_IDS.set(("exec-a", "fetch", LOG_IDS.get()[2]))  # what the engine's attempts do
+        ids = LOG_IDS.set(("exec-a", "fetch", LOG_IDS.get()[2], None))  # as the engine's attempts
         attempt_ids = LOG_IDS.get()
         with attempt_span("fetch", "http", (("loop", 2),), 3, "exec-a") as span:
             assert LOG_IDS.get() is attempt_ids  # nothing set on top of the caller's ids
@@ -74,7 +74,7 @@ async def test_attempt_span_is_current_without_setting_the_log_ids(tel: TestTele
 async def test_attempt_span_statuses_and_errors(tel: TestTelemetry) -> None:
     with execution_span("exec-b", "wf") as ex:
         for node_id in ("paused", "failed", "raised"):
-            ids = LOG_IDS.set(("exec-b", node_id, None))
+            ids = LOG_IDS.set(("exec-b", node_id, None, None))
             try:
                 with attempt_span(node_id, "transform", (), 1, "exec-b") as span:
                     if node_id == "paused":
@@ -102,12 +102,12 @@ async def test_attempt_span_statuses_and_errors(tel: TestTelemetry) -> None:
 
 def test_attempt_span_without_fresh_ids_sets_and_resets_them(tel: TestTelemetry) -> None:
     with execution_span("exec-c", "wf") as ex:
-        ids = LOG_IDS.set(("exec-c", "outer", None))
+        ids = LOG_IDS.set(("exec-c", "outer", None, None))
         with attempt_span("outer", "subworkflow", (), 1, "exec-c") as outer:
             # A second attempt under the same ids (no caller set them): it sets its own.
             with attempt_span("inner", "transform", (), 1, "exec-c") as inner:
                 assert trace.get_current_span() is inner
-                assert LOG_IDS.get()[1:] == ("inner", inner)
+                assert LOG_IDS.get()[1:] == ("inner", inner, None)
             assert trace.get_current_span() is outer
             assert LOG_IDS.get()[1] == "outer"
         LOG_IDS.reset(ids)
@@ -221,7 +221,7 @@ _BULK_SCRIPT = textwrap.dedent(
         ctx = ex.get_span_context()
         out("run", ctx.trace_id, ctx.span_id)
         for i in range(1300):
-            ids = LOG_IDS.set(("e1", f"n{i}", LOG_IDS.get()[2]))
+            ids = LOG_IDS.set(("e1", f"n{i}", LOG_IDS.get()[2], None))
             with attempt_span(f"n{i}", "noop", (), 1, "e1"):
                 if i == 7:
                     with node_span("nested", "transform", execution_id="e1") as nested:
@@ -233,7 +233,7 @@ _BULK_SCRIPT = textwrap.dedent(
     ctx = ex2.get_span_context()
     out("run", ctx.trace_id, ctx.span_id)
     for i in range(3):
-        ids = LOG_IDS.set(("e2", f"m{i}", None))
+        ids = LOG_IDS.set(("e2", f"m{i}", None, None))
         with attempt_span(f"m{i}", "noop", (), 1, "e2"):
             pass
         LOG_IDS.reset(ids)

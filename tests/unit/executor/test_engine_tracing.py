@@ -13,6 +13,7 @@ from helpers.engine import Script, W, flaky, sleep, start_json, value, wf
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common._internal.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import StatusCode
@@ -163,6 +164,98 @@ async def test_attempts_nobody_looked_at_reach_an_exporter_that_takes_them_as_le
     ] * 2
     assert len({s.context.trace_id for s in node_spans}) == 2
     assert encode_spans_bytes(exporter.items) == encode_spans(spans).SerializeToString()
+
+
+def _masked(request: bytes) -> list[Any]:
+    """The spans of a serialized export request, span ids left out (sorted by name, start)."""
+    parsed = ExportTraceServiceRequest.FromString(request)
+    spans = [
+        span
+        for resource in parsed.resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    ]
+    for span in spans:
+        span.span_id = b""
+    return sorted(spans, key=lambda span: (span.name, span.start_time_unix_nano))
+
+
+async def test_a_sole_exporter_gets_first_attempts_as_node_run_records(
+    tel: TestTelemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With Weft's exporter the provider's only one, a first attempt nobody looked at reaches it
+    as a record of the engine's node run (nothing made or drawn for its span while it ran): it
+    encodes as the span made from it, its span id drawn at encoding, a child of the run's span.
+    Attempts that are spans (the node's code asked for the current span, a retry) are exported
+    as before."""
+
+    async def looks(ctx: Any) -> Any:
+        trace.get_current_span().set_attribute("looked", ctx.attempt)
+        return NodeResult(output=1)
+
+    script = Script.install(monkeypatch)
+    script.on("w", flaky(1, output="fine"))
+    script.on("look", looks)
+    script.on("inner", value("x"))
+    script.on("a", value("a"))
+    script.on("b", value("b"))
+    workflow = wf(
+        W("a"),
+        W("b"),
+        W("w", retry={"maxAttempts": 2, "initialIntervalMs": 1}),
+        {"id": "each", "type": "loop", "config": {"kind": "for", "count": 2}},
+        W("inner", parent="each"),
+        W("look"),
+        edges=[("start", "a"), ("a", "b"), ("b", "w"), ("w", "each"), ("each", "look")],
+    )
+    exporter = _TakesRecords()
+    processor = BatchSpanProcessor(exporter)
+    multi: Any = tel.provider._active_span_processor
+    saved = multi._span_processors
+    multi._span_processors = (processor,)  # Weft's exporter alone
+    try:
+        run = await _run(workflow)
+        processor.force_flush()
+    finally:
+        multi._span_processors = saved
+        processor.shutdown()
+    assert run.outcome.status == "SUCCEEDED"
+
+    records = [item for item in exporter.items if type(item) is tuple]
+    node_runs = [item for item in records if type(item[1]) is not tuple]
+    # First attempts nobody looked at (the loop's iterations too: a child of the run's span).
+    assert sorted(item[1].node.id for item in node_runs) == ["a", "b", "inner", "inner", "start"]
+    assert all(item[1].span is None for item in node_runs)  # nothing kept on the node runs
+    by_node = {item[1].node.id: item for item in node_runs}
+    spans = lean_spans(exporter.items)  # (their span ids drawn for these)
+    node_spans = [s for s in spans if "weft.node.id" in _attrs(s)]
+    assert sorted((_attrs(s)["weft.node.id"], _attrs(s)["weft.node.attempt"]) for s in node_spans) == [
+        ("a", 1), ("b", 1), ("inner", 1), ("inner", 1), ("look", 1), ("start", 1),
+        ("w", 1), ("w", 2),
+    ]  # fmt: skip
+    [looked] = [s for s in node_spans if _attrs(s)["weft.node.id"] == "look"]
+    assert _attrs(looked)["looked"] == 1
+
+    request = encode_spans_bytes(exporter.items)
+    assert _masked(request) == _masked(encode_spans(spans).SerializeToString())
+    parsed = [s for s in _masked(request) if s.name != "execution t"]
+    [execution] = [s for s in spans if s.name.startswith("execution")]
+    run_span_id = execution.context.span_id.to_bytes(8, "big")
+    for span in parsed:
+        assert span.trace_id == execution.context.trace_id.to_bytes(16, "big")
+        assert span.parent_span_id == run_span_id, span.name
+    ids = [
+        span.span_id
+        for resource in ExportTraceServiceRequest.FromString(request).resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    ]
+    assert len(set(ids)) == len(ids) and all(len(i) == 8 and any(i) for i in ids)
+    # The record's times are the node run's: its start (node:started) and the attempt's end.
+    start, end = by_node["a"][1].started_at, by_node["a"][2]
+    [a] = [s for s in node_spans if _attrs(s)["weft.node.id"] == "a"]
+    assert (a.start_time, a.end_time) == (int(start * 1e9), end)
+    assert a.start_time <= a.end_time
 
 
 async def test_timeouts_and_scopes_are_on_the_node_spans(

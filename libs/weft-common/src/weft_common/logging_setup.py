@@ -28,16 +28,19 @@ __all__ = [
     "setup_logging",
 ]
 
-# (execution_id, node_id, node span) of the code running now: one variable, so entering a node is
-# one set. The third item is the engine's lean node span running in this task (None elsewhere):
-# ``telemetry_spans`` keeps it here rather than in a variable of its own to save a set per node.
-_log_ids: ContextVar[tuple[str | None, str | None, Any]] = ContextVar(
-    "weft_log_ids", default=(None, None, None)
+# (execution_id, node_id, node span, node run) of the code running now: one variable, so entering
+# a node is one set. The third item is the engine's lean node span running in this task (None
+# elsewhere): ``telemetry_spans`` keeps it here rather than in a variable of its own to save a set
+# per node. The fourth is the engine's run of the node whose attempt is running in this task (None
+# elsewhere): a lean attempt span with nothing registered is made from it when asked for (see
+# ``telemetry_spans.NodeRunLike``).
+_log_ids: ContextVar[tuple[str | None, str | None, Any, Any]] = ContextVar(
+    "weft_log_ids", default=(None, None, None, None)
 )
 
 # The same variable, for a hot path that cannot afford a ``log_context`` object: the engine sets
-# ``(execution_id, node_id, LOG_IDS.get()[2])`` around each node attempt and resets the token
-# after (about 0.1 us). Keep the third item as it is: it is the enclosing node span, if any.
+# ``(execution_id, node_id, LOG_IDS.get()[2], node_run)`` around each node attempt and resets the
+# token after (about 0.1 us). Keep the third item as it is: it is the enclosing node span, if any.
 LOG_IDS = _log_ids
 
 
@@ -56,14 +59,14 @@ class log_context:  # lower case: used like a function, ``with log_context(execu
     def __init__(self, execution_id: str | None = None, node_id: str | None = None) -> None:
         self._exec = execution_id
         self._node = node_id
-        self._token: Token[tuple[str | None, str | None, Any]] | None = None
+        self._token: Token[tuple[str | None, str | None, Any, Any]] | None = None
 
     def __enter__(self) -> log_context:
-        outer_exec, outer_node, node_span = _log_ids.get()
+        outer_exec, outer_node, node_span, node_run = _log_ids.get()
         self._token = _log_ids.set(
             (self._exec if self._exec is not None else outer_exec,
              self._node if self._node is not None else outer_node,
-             node_span)
+             node_span, node_run)
         )  # fmt: skip
         return self
 
@@ -95,7 +98,7 @@ class ContextFilter(logging.Filter):
                 record.trace_id = format(ctx.trace_id, "032x")
             if not getattr(record, "span_id", None):
                 record.span_id = format(ctx.span_id, "016x")
-        execution_id, node_id, _ = _log_ids.get()
+        execution_id, node_id = _log_ids.get()[:2]
         if not getattr(record, "execution_id", None):
             record.execution_id = execution_id
         if not getattr(record, "node_id", None):

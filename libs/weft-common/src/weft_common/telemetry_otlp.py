@@ -206,12 +206,12 @@ def _lean_span(span: Any) -> bytes | None:
     out.append(_key_value_field(_T9_LEN, "weft.node.attempt", span._attempt))
     if span._scope:
         out.append(_key_value_field(_T9_LEN, "weft.node.scope", format_scope(span._scope)))
-    if span._execution_id:
-        out.append(_key_value_field(_T9_LEN, "weft.execution.id", span._execution_id))
     if span._node_status:
         out.append(_key_value_field(_T9_LEN, "weft.node.status", span._node_status))
     if span._error_code:
         out.append(_key_value_field(_T9_LEN, "weft.error.code", span._error_code))
+    if span._execution_id:
+        out.append(_key_value_field(_T9_LEN, "weft.execution.id", span._execution_id))
     status = span._status
     out.append(
         _UNSET_STATUS_FIELD if status is _UNSET_STATUS else _len_field(_T15_LEN, _status(status))
@@ -233,28 +233,36 @@ _TEMPLATES_MAX = 8192
 _heads: dict[int, bytes] = {}  # a span field's tag and length, by length
 
 
-def _lean_template(key: tuple[Any, ...]) -> tuple[bytes, bytes, bytes, int]:
-    """The parts of a lean span's ``Span`` field that depend on its node attempt alone, ``key``
-    (see ``_lean_field``): name, kind and the start time's tag; the attributes before
-    ``weft.execution.id``; the ones after it, status and flags; the size of all the parts of
-    the field that have a fixed size (these, ids, times)."""
+def _node_attributes(key: tuple[Any, ...]) -> bytes:
+    """The attributes of a lean node span before ``weft.execution.id``, in the order of its
+    attribute dict (``telemetry_spans._NodeSpan._attribute_dict``), for ``key`` (node id, type,
+    attempt, scope, status, error code)."""
     node_id, node_type, attempt, scope, node_status, error_code = key
-    name_kind = _key_value_field(_T5_LEN, node_type, node_id, _name_field) + _INTERNAL_KIND
-    name_kind += _T7_FIXED64
-    before = [
+    out = [
         _key_value_field(_T9_LEN, "weft.node.id", node_id),
         _key_value_field(_T9_LEN, "weft.node.type", node_type),
         _key_value_field(_T9_LEN, "weft.node.attempt", attempt),
     ]
     if scope:
-        before.append(_key_value_field(_T9_LEN, "weft.node.scope", format_scope(scope)))
-    after = []
+        out.append(_key_value_field(_T9_LEN, "weft.node.scope", format_scope(scope)))
     if node_status:
-        after.append(_key_value_field(_T9_LEN, "weft.node.status", node_status))
+        out.append(_key_value_field(_T9_LEN, "weft.node.status", node_status))
     if error_code:
-        after.append(_key_value_field(_T9_LEN, "weft.error.code", error_code))
-    after += (_UNSET_STATUS_FIELD, _HAS_IS_REMOTE_FLAGS)
-    attrs_before, attrs_after = b"".join(before), b"".join(after)
+        out.append(_key_value_field(_T9_LEN, "weft.error.code", error_code))
+    return b"".join(out)
+
+
+def _lean_template(key: tuple[Any, ...]) -> tuple[bytes, bytes, bytes, int]:
+    """The parts of a lean span's ``Span`` field that depend on its node attempt alone, ``key``
+    (see ``_lean_field``): name, kind and the start time's tag; the attributes before
+    ``weft.execution.id`` (the node's: ``_node_attributes``); the ones after it (none), status
+    and flags; the size of all the parts of the field that have a fixed size (these, ids,
+    times)."""
+    node_id, node_type = key[:2]
+    name_kind = _key_value_field(_T5_LEN, node_type, node_id, _name_field) + _INTERNAL_KIND
+    name_kind += _T7_FIXED64
+    attrs_before = _node_attributes(key)
+    attrs_after = _UNSET_STATUS_FIELD + _HAS_IS_REMOTE_FLAGS
     # trace id field, span id field, parent field, times: 18 + 10 + 10 + 17 bytes.
     size = 18 + 10 + 10 + 17 + len(name_kind) + len(attrs_before) + len(attrs_after)
     template = (name_kind, attrs_before, attrs_after, size)
@@ -442,6 +450,46 @@ def _scope(scope: Any) -> bytes:
     return out + _attributes(_T3_LEN, scope.attributes)
 
 
+# A node run's record (``telemetry_spans.LeanRecord``) is encoded with its fields in another
+# order than the SDK encoder's (protobuf readers take fields in any order: the message is the
+# same), so that it is four parts put together and one ``struct`` pack:
+#   head (tag, length) | trace id, trace state, parent (the run's) | name, kind, the node's
+#   attributes (its node attempt's: ``_record_template``) | weft.execution.id, status, flags, the
+#   start time's tag (the run's) | start time, end time, span id (its own, drawn now).
+# Its span id is eight random bytes (nobody read it before: see LeanRecord), packed as they come.
+_record_times_id = struct.Struct("<QBQHQ").pack
+_SPAN_ID_TAG_LE = int.from_bytes(_SPAN_ID_TAG, "little")
+_record_templates: dict[tuple[Any, ...], bytes] = {}
+
+
+def _record_template(key: tuple[Any, ...]) -> bytes:
+    """Name, kind and attributes of a node run's span, ``key`` (node id, type, attempt, scope)."""
+    node_id, node_type, attempt, scope = key
+    part = _key_value_field(_T5_LEN, node_type, node_id, _name_field) + _INTERNAL_KIND
+    part += _node_attributes((node_id, node_type, attempt, scope, "SUCCEEDED", ""))
+    if len(_record_templates) >= _TEMPLATES_MAX:
+        _record_templates.clear()
+    _record_templates[key] = part
+    return part
+
+
+def _record_parts(run: Any) -> tuple[bytes, bytes, int]:
+    """The parts of a node run's span field that depend on its run (see ``_record_template``),
+    and the size of all its parts but the node's (kept on the run)."""
+    trace_id, trace_state, parent = run.otlp_fields or _run_fields(run, run.span_context)
+    head = trace_id + trace_state + parent
+    execution_id = run.execution_id
+    tail = _key_value_field(_T9_LEN, _EXECUTION_ID, execution_id) if execution_id else b""
+    tail += _UNSET_STATUS_FIELD + _HAS_IS_REMOTE_FLAGS + _T7_FIXED64
+    parts = run.otlp_record_parts = (head, tail, len(head) + len(tail) + 8 + 1 + 8 + 2 + 8)
+    return parts
+
+
+def _nonzero_bits(sink: Any) -> Any:
+    """A sink's span id draw as ``getrandbits(64)`` is called (for a generator of another kind)."""
+    return lambda _bits: sink.new_span_id()
+
+
 def encode_spans_bytes(spans: Sequence[Any]) -> bytes:
     """The serialized ``ExportTraceServiceRequest`` the SDK's ``encode_spans(spans)`` builds
     (``spans`` may hold lean records: ``telemetry_spans.LeanRecord``, encoded as their spans)."""
@@ -457,6 +505,7 @@ def encode_spans_bytes(spans: Sequence[Any]) -> bytes:
     last_run: Any = None
     last_execution: Any = _UNSEEN
     templates, heads, join, start_end = _templates, _heads, b"".join, _start_end
+    record_templates, record_times_id = _record_templates, _record_times_id
     run_spans: list[bytes] = []
     for span in spans:
         kind = type(span)
@@ -473,10 +522,36 @@ def encode_spans_bytes(spans: Sequence[Any]) -> bytes:
                     run, run.span_context
                 )
                 sink = run.sink
+                bits = run.bits or _nonzero_bits(sink)
+                run_head, run_tail, run_size = run.otlp_record_parts or _record_parts(run)
                 found = by_sink.get(id(sink))
                 if found is None:
                     found = by_sink[id(sink)] = _group(groups, seen, sink.resource, sink.scope)
                 run_spans = found
+            if type(start) is not tuple:  # a node run: ``_record_template`` has the layout
+                node = start.node
+                rkey = (node.id, node.type, start.attempt, start.frame.scope)
+                try:
+                    node_part = record_templates.get(rkey)
+                except TypeError:  # an unhashable scope (a list, mappings): by its text
+                    rkey = (node.id, node.type, start.attempt, format_scope(start.frame.scope))
+                    node_part = record_templates.get(rkey)
+                if node_part is None:
+                    node_part = _record_template(rkey)
+                size = len(node_part) + run_size
+                head = heads.get(size)
+                if head is None:
+                    head = heads[size] = _T2_LEN + _varint(size)
+                run_spans += (
+                    head,
+                    run_head,
+                    node_part,
+                    run_tail,
+                    record_times_id(
+                        int(start.started_at * 1e9), _END_TAG, end, _SPAN_ID_TAG_LE, bits(64) or 1
+                    ),
+                )
+                continue
             node_id, node_type, scope, attempt, execution_id, span_id, start_time, outer = start
             key = (node_id, node_type, attempt, scope, "SUCCEEDED", "")
             try:

@@ -61,7 +61,7 @@ from contextvars import ContextVar
 from itertools import repeat, starmap
 from time import time_ns
 from types import MappingProxyType, TracebackType
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -181,7 +181,8 @@ class _TracedScope:
             span_context = span.get_span_context()
             if span_context.trace_flags.sampled:
                 if (sink := _lean_sink()) is not None:
-                    ctx = _RunContext(ctx, span_context, sink)
+                    execution_id = self._attrs.get("weft.execution.id")
+                    ctx = _RunContext(ctx, span_context, sink, execution_id)
             elif span_context.is_valid:
                 ctx = UnsampledRun(ctx)
         self._token = otel_context.attach(ctx)
@@ -269,17 +270,27 @@ class _RunContext(Context):
 
     A node span is found through the log ids (``_log_ids``, inherited by the tasks a node starts):
     a ``node_span`` is their third item; an ``attempt_span`` is registered in ``attempts`` under
-    the identity of the ids tuple its caller set for the attempt (see ``_AttemptSpan``)."""
+    the identity of the ids tuple its caller set for the attempt (see ``_AttemptSpan``); the span
+    of an engine attempt recorded as its node run is made from their fourth item, the node run
+    (see ``NodeRunLike``)."""
 
-    def __init__(self, values: Mapping[str, object], span_context: SpanContext, sink: _LeanSink):
+    def __init__(
+        self,
+        values: Mapping[str, object],
+        span_context: SpanContext,
+        sink: _LeanSink,
+        execution_id: Any = None,
+    ) -> None:
         super().__init__(values)
         self.span_context = span_context
         self.sink = sink
+        self.execution_id = execution_id
         self.bits = sink.bits
         # Attempt spans by the identity of their log ids: an _AttemptSpan, or the start record
         # of one not made yet (see ``LeanRecord``).
         self.attempts: dict[int, _AttemptSpan | tuple[Any, ...]] = {}
         self.otlp_fields: Any = None  # the OTLP encoder's (telemetry_otlp)
+        self.otlp_record_parts: Any = None  # (the same)
         # The run's span current, whatever the task: what a measurement at a node's end is
         # recorded with (its exemplars link to the run's span), as a plain context.
         self.plain = Context(values)
@@ -301,10 +312,27 @@ class _RunContext(Context):
                         attempts[key] = span
                     return span
                 return node  # type: ignore[return-value]
+        node_run = ids[3] if len(ids) > 3 else None
+        if node_run is not None:
+            made = node_run.span
+            if made is self:  # an attempt recorded as its node run, running: its span, made now
+                made_now: _NodeSpan = self.node_run_span(node_run)
+                return made_now
+            if made is not None:
+                return made  # type: ignore[no-any-return]
         node = ids[2]
         if node is not None and node._run is self:
             return node  # type: ignore[no-any-return]
         return None
+
+    def node_run_span(self, node_run: NodeRunLike) -> _AttemptSpan:
+        """The span of the running attempt recorded as ``node_run`` (``NodeRunLike``): made now
+        from it unless already made (and kept on it)."""
+        made = node_run.span
+        if made is not self:
+            return made  # type: ignore[no-any-return]
+        span = node_run.span = _span_of_node_run(self, node_run)
+        return span
 
     def attempt_span(self, key: int) -> _AttemptSpan:
         """The running attempt span registered under ``key`` (in this thread: its attempt's),
@@ -397,7 +425,7 @@ class _NodeSpan(Span, ReadableSpan):
         bits = sink.bits
         # RandomIdGenerator's own draw, inline (0, the invalid id, is drawn again by it).
         self._span_id = (bits(64) or sink.new_span_id()) if bits else sink.new_span_id()
-        self._token = _log_ids.set((self._execution_id or ids[0], self._node_id, self))
+        self._token = _log_ids.set((self._execution_id or ids[0], self._node_id, self, None))
         self._start_time = time_ns()
         return self
 
@@ -538,12 +566,12 @@ class _NodeSpan(Span, ReadableSpan):
         }
         if self._scope:
             attrs["weft.node.scope"] = format_scope(self._scope)
-        if self._execution_id:
-            attrs["weft.execution.id"] = self._execution_id
         if self._node_status:
             attrs["weft.node.status"] = self._node_status
         if self._error_code:
             attrs["weft.error.code"] = self._error_code
+        if self._execution_id:  # last of the node's own: the OTLP encoder's record layout
+            attrs["weft.execution.id"] = self._execution_id
         if self._extra:
             attrs.update(self._extra)
         limit = self._run.sink.limit
@@ -573,6 +601,7 @@ class _AttemptSpan(_NodeSpan):
 
     _node_status = "SUCCEEDED"
     _key: int | None = None
+    _token: Any = None
 
     def __enter__(self) -> _NodeSpan:
         return self  # started by attempt_span
@@ -587,9 +616,10 @@ class _AttemptSpan(_NodeSpan):
         key = self._key
         if key is not None:
             del self._run.attempts[key]
-        else:
+        elif self._token is not None:
             _log_ids.reset(self._token)
             self._token = None
+        # (else an attempt recorded as its node run: nothing registered, nothing set)
         if exc is not None:
             if "_node_status" not in vars(self):
                 self._node_status = ""  # the default (SUCCEEDED) is for a block that returns
@@ -607,17 +637,37 @@ _LEAN = (_NodeSpan, _AttemptSpan)
 
 
 # Lean attempt records. An attempt span nobody looks at while it runs (no outbound call, log
-# line or status in it: most nodes) is kept as two tuples instead of an _AttemptSpan (no object
-# and dict to make, none for the OTLP exporter to read): ``weft_executor.tracing.run_attempt``
-# registers the start record
-#   (node_id, node_type, scope, attempt, execution_id, span_id, start_time, outer)
-# in its run's ``attempts`` (``_RunContext._node_span`` and ``attempt_span`` make the span of it
-# when the node's code asks for the current span), and at the attempt's end, if still a record,
-# hands ``(run, start_record, end_time)`` to the span processors: an ended span that succeeded
-# with nothing else recorded. An exporter with ``weft_lean_records = True`` (Weft's OTLP one)
-# takes records as they are; every other processor or exporter gets the ``_AttemptSpan`` made from
-# them (``lean_spans``), the same span the object path would have ended.
-LeanRecord = tuple[Any, tuple[Any, ...], int]
+# line or status in it: most nodes) is kept as a record instead of an _AttemptSpan (no object and
+# dict to make, none for the OTLP exporter to read), in one of two forms:
+#
+# - ``(run, start_record, end_time)``: ``weft_executor.tracing.run_attempt`` registers the start
+#   record ``(node_id, node_type, scope, attempt, execution_id, span_id, start_time, outer)`` in its
+#   run's ``attempts`` (``_RunContext._node_span`` and ``attempt_span`` make the span of it when
+#   the node's code asks for the current span);
+# - ``(run, node_run, end_time)``, the common case (a first attempt, not resumed, not inside
+#   another node span): nothing is registered or drawn when the attempt starts. The engine's node
+#   run (``NodeRunLike``) is the fourth item of the attempt's log ids and already holds what the
+#   span needs (node, scope, attempt, start time); ``run_attempt`` marks it (``node_run.span`` is
+#   the run context while the attempt runs), ``_RunContext._node_span`` makes its span from it
+#   when asked (kept in ``node_run.span``, the span id drawn then). Otherwise the span id is drawn
+#   when the record is encoded or made a span: nothing can have read it before.
+#
+# At the attempt's end, if still a record, ``run_attempt`` hands it to the span processors: an
+# ended span that succeeded with nothing else recorded. An exporter with ``weft_lean_records =
+# True`` (Weft's OTLP one) takes records as they are, when it is its provider's only one; every
+# other processor or exporter gets the ``_AttemptSpan`` made from them (``lean_spans``), the same
+# span the object path would have ended.
+LeanRecord = tuple[Any, Any, int]
+
+
+class NodeRunLike(Protocol):
+    """What a lean record reads of the engine's node run (``weft_executor.frames.NodeRun``)."""
+
+    node: Any  # .id, .type
+    frame: Any  # .scope
+    attempt: int
+    started_at: float  # seconds since the epoch: the node's start (``node:started``)
+    span: Any  # the run context while a first attempt runs as a record, or its span once made
 
 
 def _span_of_record(run: _RunContext, start: tuple[Any, ...]) -> _AttemptSpan:
@@ -652,9 +702,35 @@ def start_record(span: _NodeSpan) -> tuple[Any, ...]:
     )
 
 
+def _span_of_node_run(run: _RunContext, node_run: NodeRunLike) -> _AttemptSpan:
+    span = _new_object(_AttemptSpan)
+    span._run = run
+    node = node_run.node
+    span._node_id = node.id
+    span._node_type = node.type
+    span._scope = node_run.frame.scope
+    span._attempt = node_run.attempt
+    span._execution_id = run.execution_id
+    bits = run.bits
+    span._span_id = (bits(64) or run.sink.new_span_id()) if bits else run.sink.new_span_id()
+    span._start_time = int(node_run.started_at * 1e9)
+    return span
+
+
+def _pinned(item: Any) -> Any:
+    """``item``, a node run's record made a start record's (its span id drawn now)."""
+    if type(item) is not tuple or type(item[1]) is tuple:
+        return item
+    run, node_run, end = item
+    return (run, start_record(_span_of_node_run(run, node_run)), end)
+
+
 def _ended_span(record: LeanRecord) -> _AttemptSpan:
     run, start, end = record
-    span = _span_of_record(run, start)
+    if type(start) is tuple:
+        span = _span_of_record(run, start)
+    else:  # a node run whose span was never made
+        span = _span_of_node_run(run, start)
     span._end_time = end
     return span
 
@@ -703,6 +779,10 @@ def flush_node_spans() -> None:
                 if type(processor) is SynchronousMultiSpanProcessor
                 else (processor,)
             )
+            if len(targets) > 1:
+                # A node run's span id is drawn when its record is read (see LeanRecord): for
+                # several readers, drawn once here (the record made a start record's).
+                batch = [_pinned(item) for item in batch]
             for target in targets:
                 queue = _batch_queue(target)
                 batcher: Any = queue is not None and cast(Any, target)._batch_processor
@@ -956,7 +1036,7 @@ def attempt_span(
                 span._outer = outer  # a node_span's (else the parent is the run's span)
         else:  # ids not set for this attempt (another attempt's): set them, reset on exit
             span._outer = outer
-            span._token = _log_ids.set((execution_id or ids[0], node_id, span))
+            span._token = _log_ids.set((execution_id or ids[0], node_id, span, None))
         span._start_time = time_ns()
         return span
     if type(run) is UnsampledRun or _sampled_out():

@@ -72,13 +72,15 @@ async def run_attempts(ex: ExecutionRun, run: NodeRun) -> NodeResult | NodeFailu
             ctx.extras["started_at"] = run.started_at
         chunks_before = run.chunks
         # The attempt's ids on every log record in it (the handler's, the failure line below),
-        # whatever the telemetry: one ContextVar set (the node span, 3rd item, is kept).
-        log_ids = LOG_IDS.set((ex.execution_id, node.id, LOG_IDS.get()[2]))
+        # whatever the telemetry: one ContextVar set (the node span, 3rd item, is kept; the node
+        # run, 4th, is what tracing makes the attempt's span of).
+        ids = (ex.execution_id, node.id, LOG_IDS.get()[2], run)
+        log_ids = LOG_IDS.set(ids)
         try:
             if timeout is None and not (flags.tracing or flags.metrics):
                 result = await handler.execute(ctx)  # what run_attempt does then, a level less
             else:
-                result = await run_attempt(handler, ctx, timeout)  # in the node's span
+                result = await run_attempt(handler, ctx, timeout, ids)  # in the node's span
             if result.pause is None:
                 check_output_size(node.id, result.output, ex.max_output)
             return result

@@ -103,6 +103,9 @@ class NodeRun:
     # The node:started event is already in the log (a replay of a run that was in flight).
     start_logged: bool = False
     finished: bool = False
+    # Tracing's (weft_executor.tracing.run_attempt): the run context of a first attempt whose
+    # span is this node run (nothing made for it unless something asks), or that span once made.
+    span: Any = None
 
     @classmethod
     def of(cls, node: CompiledNode, frame: Frame) -> NodeRun:

@@ -73,19 +73,38 @@ __all__ = [
 TRACE_STEP_KEY = "#trace"
 
 
+_NO_IDS: tuple[Any, ...] = (None, None, None, None)
+
+
 async def run_attempt(
-    handler: NodeHandler, ctx: NodeContext, timeout_s: float | None
+    handler: NodeHandler,
+    ctx: NodeContext,
+    timeout_s: float | None,
+    ids: tuple[Any, ...] = _NO_IDS,
 ) -> NodeResult:
     """``handler.execute(ctx)`` (bounded by ``timeout_s``) inside the attempt's span.
 
-    Called by ``attempts.run_attempts`` inside the attempt's log ids (``LOG_IDS``, set to the
-    execution and node ids before and reset after): the span is an ``attempt_span`` (spelled out
-    below for a lean span, the common case; none at all in a run that sampling left out)."""
+    Called by ``attempts.run_attempts`` inside the attempt's log ids ``ids`` (``LOG_IDS``: the
+    execution and node ids, the enclosing node span, the node run; set before and reset after):
+    the span is an ``attempt_span`` (spelled out below for a lean span, the common case; none at
+    all in a run that sampling left out). In the most common case, a node's first attempt outside
+    other node spans, nothing is made or registered for the span unless the node's code asks for
+    it: the node run is its record (see ``telemetry_spans.LeanRecord``)."""
     measure = flags.metrics
     scope: Any = None
     if flags.tracing:
         run = current_context()
         if type(run) is LeanRun and run.bits is not None:
+            node_run = ids[3]
+            if (
+                node_run is not None
+                and ids[2] is None
+                and node_run.attempt == 1
+                and node_run.resume is None
+                and node_run.span is None
+                and ids[0] == run.execution_id
+            ):
+                return await _run_recorded(handler, ctx, timeout_s, run, node_run, measure)
             ids = LOG_IDS.get()
             key = id(ids)
             attempts = run.attempts
@@ -179,6 +198,57 @@ async def run_attempt(
     finally:
         if measure:
             record_node_duration(perf_counter() - started, node.type, status)
+    return result
+
+
+async def _run_recorded(
+    handler: NodeHandler,
+    ctx: NodeContext,
+    timeout_s: float | None,
+    run: Any,
+    node_run: Any,
+    measure: bool,
+) -> NodeResult:
+    """``run_attempt`` for an attempt recorded as its node run: ``node_run.span`` is the run
+    context while it runs (``telemetry_spans`` makes the span of it if asked: the node's code
+    looked at the current span) and ``None`` after; a record ``(run, node_run, end)`` when the
+    attempt succeeds with nothing to record, else its span, ended."""
+    node_run.span = run
+    started = perf_counter() if measure else 0.0
+    try:
+        if timeout_s is None:
+            result = await handler.execute(ctx)
+        else:
+            async with asyncio.timeout(timeout_s):
+                result = await handler.execute(ctx)
+    except BaseException as exc:
+        span = run.node_run_span(node_run)
+        node_run.span = None
+        status = _record_failure(exc, span)
+        span.__exit__(type(exc), exc, exc.__traceback__)
+        if measure:
+            record_node_duration(perf_counter() - started, ctx.node.type, status, run.plain)
+        raise
+    end = time_ns()
+    if result.pause is None and not result.token_usage:
+        status = "SUCCEEDED"  # the span's default: nothing to record
+        made = node_run.span
+    else:
+        made = run.node_run_span(node_run)
+        status = _record_outcome(result, made)
+    node_run.span = None
+    pending = lean_pending
+    if made is run:
+        pending.append((run, node_run, end))
+    else:  # its span, made meanwhile
+        made._end_time = end
+        pending.append(made)
+    if len(pending) >= LEAN_FLUSH_AT:
+        flush_node_spans()
+    elif not lean_flush_timer[0]:
+        arm_flush_timer()
+    if measure:
+        record_node_duration(perf_counter() - started, ctx.node.type, status, run.plain, end)
     return result
 
 
