@@ -3,10 +3,14 @@ dag-builder, executor, all over gRPC on loopback), a 10-node ``transform`` chain
 ``StartExecution`` until it succeeds, with telemetry off, on, and on with 10 % sampling; each
 mode in a fresh process (the OpenTelemetry globals are set once per process).
 
-    .venv/bin/python bench/stack_tracing.py [--quick]
+    .venv/bin/python bench/stack_tracing.py [--quick] [--rounds N]
 
 "on" is what ``setup_telemetry`` installs for an OTLP endpoint, with exporters that drop. The
-shared 2-core machine makes numbers noisy: best of repeats, wall and CPU time.
+shared 2-core machine makes numbers noisy, and drifts over a minute: the modes run in rounds (each
+round runs each mode's process once, one after the other), each process pinned to one CPU (the
+last; ``--no-pin`` leaves them free); a mode's ratio is the median over the rounds of its time
+over the same round's ``off`` (quartiles beside), its times the best round's. Kept in
+``bench/results/stack_tracing.json``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,6 +30,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 NODES = 10
+MODES = ("off", "on", "sampled")
+RESULTS = Path(__file__).parent / "results" / "stack_tracing.json"
 
 
 def workflow() -> dict[str, Any]:
@@ -158,35 +166,78 @@ def child(mode: str, executions: int, repeats: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer executions and repeats")
-    ap.add_argument("--child", choices=["off", "on", "sampled"], help=argparse.SUPPRESS)
+    ap.add_argument("--quick", action="store_true", help="fewer executions and rounds")
+    ap.add_argument("--rounds", type=int, default=0, help="rounds (each runs every mode once)")
+    ap.add_argument("--no-pin", action="store_true", help="leave the processes unpinned")
+    ap.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    executions, repeats = (10, 2) if args.quick else (30, 3)
+    executions = 10 if args.quick else 30
     if args.child:
-        child(args.child, executions, repeats)
+        child(args.child, executions, 1)
         return
-    results: dict[str, dict[str, float]] = {}
-    for mode in ("off", "on", "sampled"):
-        proc = subprocess.run(
-            [sys.executable, __file__, "--child", mode, *(["--quick"] if args.quick else [])],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise SystemExit(f"{mode}: {proc.stderr[-3000:]}")
-        results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
-    off = results["off"]
+    rounds = args.rounds or (2 if args.quick else 4)
+    cpus = sorted(os.sched_getaffinity(0))
+    pin = ["taskset", "-c", str(cpus[-1])] if not args.no_pin and len(cpus) > 1 else []
+    runs: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
+    for _ in range(rounds):
+        for mode in MODES:
+            command = [sys.executable, __file__, "--child", mode]
+            proc = subprocess.run(
+                [*pin, *command, *(["--quick"] if args.quick else [])],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if proc.returncode != 0:
+                raise SystemExit(f"{mode}: {proc.stderr[-3000:]}")
+            runs[mode].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    previous: dict[str, Any] = {}
+    if RESULTS.exists():
+        try:
+            previous = json.loads(RESULTS.read_text()).get("results", {})
+        except ValueError:
+            previous = {}
+    where = f"pinned to CPU {cpus[-1]}" if pin else "unpinned"
     print(
-        f"\n{NODES}-node transform chain through the services (SQLite), per execution "
-        f"(shared 2-core machine: noisy, best of {repeats} x {executions})"
+        f"\n{NODES}-node transform chain through the services (SQLite), per execution; "
+        f"{rounds} rounds of {executions} executions per mode, {where}\nratio: the median of "
+        f"each round's time over the same round's 'off' (quartiles beside); ms: the best round"
     )
-    for mode, r in results.items():
-        wall, cpu = r["wall_ms_per_execution"], r["cpu_ms_per_execution"]
-        print(
-            f"  {mode:<8} {wall:8.2f} ms wall {wall / off['wall_ms_per_execution']:5.2f}x   "
-            f"{cpu:8.2f} ms cpu {cpu / off['cpu_ms_per_execution']:5.2f}x"
+    results: dict[str, dict[str, Any]] = {}
+    for mode, measured in runs.items():
+        r: dict[str, Any] = {}
+        for kind in ("wall", "cpu"):
+            key = f"{kind}_ms_per_execution"
+            paired = sorted(
+                m[key] / o[key] for m, o in zip(measured, runs["off"], strict=True)
+            )
+            r[key] = min(m[key] for m in measured)
+            r[f"ratio_{kind}"] = statistics.median(paired)
+            r[f"ratio_{kind}_quartiles"] = [paired[len(paired) // 4], paired[3 * len(paired) // 4]]
+        results[mode] = r
+        line = (
+            f"  {mode:<8} cpu {r['ratio_cpu']:5.2f}x ({r['ratio_cpu_quartiles'][0]:.2f}-"
+            f"{r['ratio_cpu_quartiles'][1]:.2f}) {r['cpu_ms_per_execution']:7.2f} ms   wall "
+            f"{r['ratio_wall']:5.2f}x {r['wall_ms_per_execution']:7.2f} ms"
         )
+        if previous.get(mode, {}).get("ratio_cpu"):
+            line += f"  (previous run cpu {previous[mode]['ratio_cpu']:.2f}x)"
+        print(line)
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "rounds": rounds,
+                "executions": executions,
+                "pinned": bool(pin),
+                "results": results,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    print(f"  kept in {RESULTS.relative_to(Path(__file__).parent.parent)}")
 
 
 if __name__ == "__main__":
