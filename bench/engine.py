@@ -26,6 +26,7 @@ import asyncio
 import gc
 import json
 import platform
+import statistics
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -149,16 +150,35 @@ async def run_once(
     return c.wall
 
 
+def previous_results(name: str) -> dict[str, Any]:
+    """The results kept by the previous run of benchmark ``name`` (none: empty)."""
+    path = RESULTS / f"{name}.json"
+    try:
+        return dict(json.loads(path.read_text()).get("results", {}))
+    except (OSError, ValueError):
+        return {}
+
+
+def keep_results(name: str, results: dict[str, Any], **about: Any) -> None:
+    """Keep this run of benchmark ``name`` (with when, and ``about`` it) for the next run."""
+    RESULTS.mkdir(exist_ok=True)
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    payload = {"at": at, **about, "results": results}
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"  kept in bench/results/{name}.json")
+
+
+def paired_ratios(measured: list[float], baseline: list[float]) -> dict[str, Any]:
+    """The median and quartiles of ``measured[i] / baseline[i]``: each round against the
+    baseline of the same round (measured just before), so the machine's drift cancels out."""
+    ratios = sorted(m / b for m, b in zip(measured, baseline, strict=True))
+    quartiles = [ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]]
+    return {"median": statistics.median(ratios), "quartiles": quartiles}
+
+
 def report(name: str, results: dict[str, dict[str, Any]]) -> None:
     """Print each metric with its target and the ratio to the previous run; keep this run."""
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    previous: dict[str, Any] = {}
-    if path.exists():
-        try:
-            previous = json.loads(path.read_text()).get("results", {})
-        except ValueError:
-            previous = {}
+    previous = previous_results(name)
     print(
         f"\n{name}: {platform.python_implementation()} {platform.python_version()} "
         f"(shared 2-core machine: numbers are noisy, best of repeats)"
@@ -173,13 +193,7 @@ def report(name: str, results: dict[str, dict[str, Any]]) -> None:
         if prev and prev.get("value"):
             line += f"  ({r['value'] / prev['value']:.2f}x previous)"
         print(line)
-    path.write_text(
-        json.dumps(
-            {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "results": results}, indent=2
-        )
-        + "\n"
-    )
-    print(f"  kept in bench/results/{name}.json")
+    keep_results(name, results)
 
 
 # ---------------------------------------------------------------- the engine benchmarks

@@ -57,9 +57,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -73,7 +71,6 @@ MODES = (
     "off", "traces", "traces-read", "traces-otlp", "traces-otlp-http", "traces-sdk",
     "traces+metrics", "sampled",
 )  # fmt: skip
-RESULTS = Path(__file__).parent / "results" / "engine_tracing.json"
 
 
 class Telemetry:
@@ -181,7 +178,7 @@ class Telemetry:
 
 
 async def measure(rounds: int, otlp_port: int, http_port: int) -> dict[str, dict[str, float]]:
-    from engine import Clock, chain, compile_json, execute, install_noop, make_engine
+    from engine import Clock, chain, compile_json, execute, install_noop, make_engine, paired_ratios
     from opentelemetry import context as otel_context
     from opentelemetry import trace
     from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
@@ -228,15 +225,14 @@ async def measure(rounds: int, otlp_port: int, http_port: int) -> dict[str, dict
             clocks[mode].append(c)
     tel.use("off")
     results = {}
+    off_cpu = [c.cpu for c in clocks["off"]]
     for mode, cs in clocks.items():
-        # Each round's CPU against the same round's ``off`` (run just before): the machine's
-        # drift over the rounds cancels out of these pairs.
-        paired = sorted(c.cpu / off.cpu for c, off in zip(cs, clocks["off"], strict=True))
+        paired = paired_ratios([c.cpu for c in cs], off_cpu)
         results[mode] = {
             "cpu_us_per_node": min(c.cpu for c in cs) / (N + 1) * 1e6,
             "wall_us_per_node": min(c.wall for c in cs) / (N + 1) * 1e6,
-            "ratio_median": statistics.median(paired),
-            "ratio_quartiles": [paired[len(paired) // 4], paired[(3 * len(paired)) // 4]],
+            "ratio_median": paired["median"],
+            "ratio_quartiles": paired["quartiles"],
         }
     return results
 
@@ -325,7 +321,7 @@ def main() -> None:
     if pinned:  # this process on one CPU, the collector stub (a stand-in for a remote one) not
         os.sched_setaffinity(0, {cpus[-1]})
     sink_proc, otlp_port, http_port = start_sink(set(cpus[:-1]) if pinned else None)
-    from engine import setup_gc
+    from engine import keep_results, previous_results, setup_gc
 
     gc_setup = setup_gc(args.gc_default) or " (the executor's tune_gc)"
     load_before = os.getloadavg()
@@ -344,12 +340,7 @@ def main() -> None:
         f"us: each mode's best round\nload average {load_before[0]:.2f} before, {load[0]:.2f} "
         f"after (shared 2-core machine: above ~2 the figures are noisy)"
     )
-    previous: dict[str, Any] = {}
-    if RESULTS.exists():
-        try:
-            previous = json.loads(RESULTS.read_text()).get("results", {})
-        except ValueError:
-            previous = {}
+    previous = previous_results("engine_tracing")
     for mode, r in results.items():
         r["ratio_cpu"] = r["cpu_us_per_node"] / off["cpu_us_per_node"]  # best over best
         r["ratio_wall"] = r["wall_us_per_node"] / off["wall_us_per_node"]
@@ -364,22 +355,14 @@ def main() -> None:
         if previous.get(mode, {}).get("ratio_median"):
             line += f"  (previous run {previous[mode]['ratio_median']:.2f}x)"
         print(line)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "load_average": [round(load_before[0], 2), round(load[0], 2)],
-                "rounds": rounds,
-                "pinned": pinned,
-                "gc": "default" if args.gc_default else "tune_gc",
-                "results": results,
-            },
-            indent=2,
-        )
-        + "\n"
+    keep_results(
+        "engine_tracing",
+        results,
+        load_average=[round(load_before[0], 2), round(load[0], 2)],
+        rounds=rounds,
+        pinned=pinned,
+        gc="default" if args.gc_default else "tune_gc",
     )
-    print(f"  kept in {RESULTS.relative_to(Path(__file__).parent.parent)}")
 
 
 if __name__ == "__main__":

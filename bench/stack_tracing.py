@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 NODES = 10
 MODES = ("off", "on", "sampled")
-RESULTS = Path(__file__).parent / "results" / "stack_tracing.json"
 
 
 def workflow() -> dict[str, Any]:
@@ -191,12 +189,9 @@ def main() -> None:
             if proc.returncode != 0:
                 raise SystemExit(f"{mode}: {proc.stderr[-3000:]}")
             runs[mode].append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    previous: dict[str, Any] = {}
-    if RESULTS.exists():
-        try:
-            previous = json.loads(RESULTS.read_text()).get("results", {})
-        except ValueError:
-            previous = {}
+    from engine import keep_results, paired_ratios, previous_results
+
+    previous = previous_results("stack_tracing")
     where = f"pinned to CPU {cpus[-1]}" if pin else "unpinned"
     print(
         f"\n{NODES}-node transform chain through the services (SQLite), per execution; "
@@ -208,12 +203,10 @@ def main() -> None:
         r: dict[str, Any] = {}
         for kind in ("wall", "cpu"):
             key = f"{kind}_ms_per_execution"
-            paired = sorted(
-                m[key] / o[key] for m, o in zip(measured, runs["off"], strict=True)
-            )
+            paired = paired_ratios([m[key] for m in measured], [o[key] for o in runs["off"]])
             r[key] = min(m[key] for m in measured)
-            r[f"ratio_{kind}"] = statistics.median(paired)
-            r[f"ratio_{kind}_quartiles"] = [paired[len(paired) // 4], paired[3 * len(paired) // 4]]
+            r[f"ratio_{kind}"] = paired["median"]
+            r[f"ratio_{kind}_quartiles"] = paired["quartiles"]
         results[mode] = r
         line = (
             f"  {mode:<8} cpu {r['ratio_cpu']:5.2f}x ({r['ratio_cpu_quartiles'][0]:.2f}-"
@@ -223,21 +216,7 @@ def main() -> None:
         if previous.get(mode, {}).get("ratio_cpu"):
             line += f"  (previous run cpu {previous[mode]['ratio_cpu']:.2f}x)"
         print(line)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "rounds": rounds,
-                "executions": executions,
-                "pinned": bool(pin),
-                "results": results,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    print(f"  kept in {RESULTS.relative_to(Path(__file__).parent.parent)}")
+    keep_results("stack_tracing", results, rounds=rounds, executions=executions, pinned=bool(pin))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -108,6 +109,33 @@ class _TakesRecords(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
+def _mixed_workflow(
+    monkeypatch: pytest.MonkeyPatch, *, iterations: int, first: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """``first`` (each returning its id), ``w`` (fails once, then succeeds), a loop of
+    ``iterations`` ``inner`` nodes, ``look`` (sets ``looked`` on the current span)."""
+
+    async def looks(ctx: Any) -> Any:
+        trace.get_current_span().set_attribute("looked", ctx.attempt)
+        return NodeResult(output=1)
+
+    script = Script.install(monkeypatch)
+    script.on("w", flaky(1, output="fine"))
+    script.on("look", looks)
+    script.on("inner", value("x"))
+    for node_id in first:
+        script.on(node_id, value(node_id))
+    chain = ["start", *first, "w", "each", "look"]
+    return wf(
+        *(W(node_id) for node_id in first),
+        W("w", retry={"maxAttempts": 2, "initialIntervalMs": 1}),
+        {"id": "each", "type": "loop", "config": {"kind": "for", "count": iterations}},
+        W("inner", parent="each"),
+        W("look"),
+        edges=list(pairwise(chain)),
+    )
+
+
 def _shape(span: ReadableSpan) -> tuple[Any, ...]:
     parent = span.parent.span_id if span.parent is not None else 0
     return (span.context.span_id, parent, span.name, _attrs(span), span.start_time,
@@ -121,22 +149,7 @@ async def test_attempts_nobody_looked_at_reach_an_exporter_that_takes_them_as_le
     (Weft's OTLP one) gets them as they are, and they encode as the spans every other processor
     gets (made from the same records). Attempts that failed, or whose code asked for the
     current span, are spans from then on: the attribute set on one is exported."""
-
-    async def looks(ctx: Any) -> Any:
-        trace.get_current_span().set_attribute("looked", ctx.attempt)
-        return NodeResult(output=1)
-
-    script = Script.install(monkeypatch)
-    script.on("w", flaky(1, output="fine"))
-    script.on("look", looks)
-    script.on("inner", value("x"))
-    workflow = wf(
-        W("w", retry={"maxAttempts": 2, "initialIntervalMs": 1}),
-        {"id": "each", "type": "loop", "config": {"kind": "for", "count": 3}},
-        W("inner", parent="each"),
-        W("look"),
-        edges=[("start", "w"), ("w", "each"), ("each", "look")],
-    )
+    workflow = _mixed_workflow(monkeypatch, iterations=3)
     exporter = _TakesRecords()
     processor = BatchSpanProcessor(exporter)
     multi: Any = tel.provider._active_span_processor
@@ -188,26 +201,7 @@ async def test_a_sole_exporter_gets_first_attempts_as_node_run_records(
     encodes as the span made from it, its span id drawn at encoding, a child of the run's span.
     Attempts that are spans (the node's code asked for the current span, a retry) are exported
     as before."""
-
-    async def looks(ctx: Any) -> Any:
-        trace.get_current_span().set_attribute("looked", ctx.attempt)
-        return NodeResult(output=1)
-
-    script = Script.install(monkeypatch)
-    script.on("w", flaky(1, output="fine"))
-    script.on("look", looks)
-    script.on("inner", value("x"))
-    script.on("a", value("a"))
-    script.on("b", value("b"))
-    workflow = wf(
-        W("a"),
-        W("b"),
-        W("w", retry={"maxAttempts": 2, "initialIntervalMs": 1}),
-        {"id": "each", "type": "loop", "config": {"kind": "for", "count": 2}},
-        W("inner", parent="each"),
-        W("look"),
-        edges=[("start", "a"), ("a", "b"), ("b", "w"), ("w", "each"), ("each", "look")],
-    )
+    workflow = _mixed_workflow(monkeypatch, iterations=2, first=("a", "b"))
     exporter = _TakesRecords()
     processor = BatchSpanProcessor(exporter)
     multi: Any = tel.provider._active_span_processor
