@@ -136,6 +136,30 @@ def _mixed_workflow(
     )
 
 
+async def _run_exported(
+    tel: TestTelemetry, workflow: dict[str, Any], *, runs: int, alone: bool
+) -> _TakesRecords:
+    """``workflow`` run ``runs`` times (each must succeed) with a batch processor whose exporter
+    takes lean records, the provider's only one if ``alone``, else beside the test's."""
+    exporter = _TakesRecords()
+    processor = BatchSpanProcessor(exporter)
+    multi: Any = tel.provider._active_span_processor
+    saved = multi._span_processors
+    if alone:
+        multi._span_processors = (processor,)
+    else:
+        tel.provider.add_span_processor(processor)
+    try:
+        for _ in range(runs):
+            run = await _run(workflow)
+            assert run.outcome.status == "SUCCEEDED"
+        processor.force_flush()
+    finally:
+        multi._span_processors = saved
+        processor.shutdown()
+    return exporter
+
+
 def _shape(span: ReadableSpan) -> tuple[Any, ...]:
     parent = span.parent.span_id if span.parent is not None else 0
     return (span.context.span_id, parent, span.name, _attrs(span), span.start_time,
@@ -150,19 +174,8 @@ async def test_attempts_nobody_looked_at_reach_an_exporter_that_takes_them_as_le
     gets (made from the same records). Attempts that failed, or whose code asked for the
     current span, are spans from then on: the attribute set on one is exported."""
     workflow = _mixed_workflow(monkeypatch, iterations=3)
-    exporter = _TakesRecords()
-    processor = BatchSpanProcessor(exporter)
-    multi: Any = tel.provider._active_span_processor
-    saved = multi._span_processors
-    tel.provider.add_span_processor(processor)
-    try:
-        run = await _run(workflow)
-        await _run(workflow)  # another run (trace, execution) in the same batches
-        processor.force_flush()
-    finally:
-        multi._span_processors = saved
-        processor.shutdown()
-    assert run.outcome.status == "SUCCEEDED"
+    # Beside the test's exporter; two runs (traces, executions) in the same batches.
+    exporter = await _run_exported(tel, workflow, runs=2, alone=False)
 
     records = [item for item in exporter.items if type(item) is tuple]
     assert len(records) >= 10  # start, w (2nd attempt), 3 x inner, each: never looked at
@@ -202,18 +215,7 @@ async def test_a_sole_exporter_gets_first_attempts_as_node_run_records(
     Attempts that are spans (the node's code asked for the current span, a retry) are exported
     as before."""
     workflow = _mixed_workflow(monkeypatch, iterations=2, first=("a", "b"))
-    exporter = _TakesRecords()
-    processor = BatchSpanProcessor(exporter)
-    multi: Any = tel.provider._active_span_processor
-    saved = multi._span_processors
-    multi._span_processors = (processor,)  # Weft's exporter alone
-    try:
-        run = await _run(workflow)
-        processor.force_flush()
-    finally:
-        multi._span_processors = saved
-        processor.shutdown()
-    assert run.outcome.status == "SUCCEEDED"
+    exporter = await _run_exported(tel, workflow, runs=1, alone=True)
 
     records = [item for item in exporter.items if type(item) is tuple]
     node_runs = [item for item in records if type(item[1]) is not tuple]
