@@ -13,6 +13,7 @@ import sys
 import textwrap
 import threading
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -113,6 +114,36 @@ def test_attempt_span_without_fresh_ids_sets_and_resets_them(tel: TestTelemetry)
         LOG_IDS.reset(ids)
     spans = _of(tel, ex.get_span_context().trace_id)
     assert {"subworkflow outer", "transform inner"} <= set(spans)
+
+
+def test_an_attempt_kept_on_its_node_run_is_made_a_span_when_asked(tel: TestTelemetry) -> None:
+    """The engine's common attempt: nothing but a mark on its node run (the fourth log id) while
+    it runs; asking for the current span makes it (once, started at the node run's start, a
+    child of the run's span), and an ``attempt_span`` opened inside is its child."""
+    with execution_span("exec-n", "wf") as ex:
+        run = telemetry_spans.current_context()
+        assert type(run) is telemetry_spans.LeanRun
+        node_run = SimpleNamespace(
+            node=SimpleNamespace(id="outer", type="subworkflow"),
+            frame=SimpleNamespace(scope=()),
+            attempt=1,
+            started_at=1_700_000_000.25,
+            span=run,  # what run_attempt sets while the attempt runs
+        )
+        ids = LOG_IDS.set(("exec-n", "outer", None, node_run))
+        outer = trace.get_current_span()
+        assert node_run.span is outer and trace.get_current_span() is outer  # made once
+        started = outer.start_time  # type: ignore[attr-defined]
+        assert abs(started - 1_700_000_000_250_000_000) < 1_000  # (a float's seconds, in ns)
+        assert outer.parent.span_id == ex.get_span_context().span_id  # type: ignore[attr-defined]
+        with attempt_span("inner", "transform", (), 1, "exec-n") as inner:
+            assert trace.get_current_span() is inner
+            assert inner.parent.span_id == outer.get_span_context().span_id  # type: ignore[attr-defined]
+        assert trace.get_current_span() is outer
+        node_run.span = None  # the attempt ended (run_attempt): the run's span is current again
+        assert trace.get_current_span() is not outer
+        assert trace.get_current_span().get_span_context() == ex.get_span_context()
+        LOG_IDS.reset(ids)
 
 
 def test_attempt_span_is_nothing_outside_a_sampled_trace(tel: TestTelemetry) -> None:

@@ -315,7 +315,7 @@ class _RunContext(Context):
         node_run = ids[3] if len(ids) > 3 else None
         if node_run is not None:
             made = node_run.span
-            if made is self:  # an attempt recorded as its node run, running: its span, made now
+            if made is self or type(made) is tuple:  # a running attempt's record: its span, now
                 made_now: _NodeSpan = self.node_run_span(node_run)
                 return made_now
             if made is not None:
@@ -326,12 +326,17 @@ class _RunContext(Context):
         return None
 
     def node_run_span(self, node_run: NodeRunLike) -> _AttemptSpan:
-        """The span of the running attempt recorded as ``node_run`` (``NodeRunLike``): made now
-        from it unless already made (and kept on it)."""
+        """The span of the attempt of ``node_run`` (``NodeRunLike``) running as a record: made
+        now from the record (the node run itself, or a start record) unless already made, and
+        kept on the node run in its place."""
         made = node_run.span
-        if made is not self:
+        if made is self:
+            span = _span_of_node_run(self, node_run)
+        elif type(made) is tuple:
+            span = _span_of_record(self, made)
+        else:
             return made  # type: ignore[no-any-return]
-        span = node_run.span = _span_of_node_run(self, node_run)
+        node_run.span = span
         return span
 
     def attempt_span(self, key: int) -> _AttemptSpan:
@@ -638,25 +643,24 @@ _LEAN = (_NodeSpan, _AttemptSpan)
 
 # Lean attempt records. An attempt span nobody looks at while it runs (no outbound call, log
 # line or status in it: most nodes) is kept as a record instead of an _AttemptSpan (no object and
-# dict to make, none for the OTLP exporter to read), in one of two forms:
+# dict to make, none for the OTLP exporter to read). ``weft_executor.tracing.run_attempt`` keeps it
+# on the engine's node run (``NodeRunLike``), the fourth item of the attempt's log ids, while the
+# attempt runs; ``_RunContext._node_span`` makes the span of it when the node's code asks for the
+# current span (and keeps that on the node run instead). It is one of:
 #
-# - ``(run, start_record, end_time)``: ``weft_executor.tracing.run_attempt`` registers the start
-#   record ``(node_id, node_type, scope, attempt, execution_id, span_id, start_time, outer)`` in its
-#   run's ``attempts`` (``_RunContext._node_span`` and ``attempt_span`` make the span of it when
-#   the node's code asks for the current span);
-# - ``(run, node_run, end_time)``, the common case (a first attempt, not resumed, not inside
-#   another node span): nothing is registered or drawn when the attempt starts. The engine's node
-#   run (``NodeRunLike``) is the fourth item of the attempt's log ids and already holds what the
-#   span needs (node, scope, attempt, start time); ``run_attempt`` marks it (``node_run.span`` is
-#   the run context while the attempt runs), ``_RunContext._node_span`` makes its span from it
-#   when asked (kept in ``node_run.span``, the span id drawn then). Otherwise the span id is drawn
-#   when the record is encoded or made a span: nothing can have read it before.
+# - the run context itself, for the common case (a first attempt, not resumed, not inside another
+#   node span): nothing drawn or stamped when the attempt starts, the node run already holds what
+#   the span needs (node, scope, attempt, start time). Its span id is drawn when the record is
+#   encoded or made a span: nothing can have read it before;
+# - else a start record ``(node_id, node_type, scope, attempt, execution_id, span_id,
+#   start_time, outer)``.
 #
-# At the attempt's end, if still a record, ``run_attempt`` hands it to the span processors: an
-# ended span that succeeded with nothing else recorded. An exporter with ``weft_lean_records =
-# True`` (Weft's OTLP one) takes records as they are, when it is its provider's only one; every
-# other processor or exporter gets the ``_AttemptSpan`` made from them (``lean_spans``), the same
-# span the object path would have ended.
+# At the attempt's end, if still a record, ``run_attempt`` hands ``(run, node_run, end_time)`` or
+# ``(run, start_record, end_time)`` to the span processors: an ended span that succeeded with
+# nothing else recorded. An exporter with ``weft_lean_records = True`` (Weft's OTLP one) takes
+# records as they are; every other processor or exporter gets the ``_AttemptSpan`` made from them
+# (``lean_spans``), the same span the object path would have ended. (``attempt_span``, the helper
+# for callers without a node run, registers its spans in the run's ``attempts`` instead.)
 LeanRecord = tuple[Any, Any, int]
 
 
@@ -667,7 +671,7 @@ class NodeRunLike(Protocol):
     frame: Any  # .scope
     attempt: int
     started_at: float  # seconds since the epoch: the node's start (``node:started``)
-    span: Any  # the run context while a first attempt runs as a record, or its span once made
+    span: Any  # while an attempt runs: its record (the run context, a start record) or its span
 
 
 def _span_of_record(run: _RunContext, start: tuple[Any, ...]) -> _AttemptSpan:
@@ -1027,7 +1031,13 @@ def attempt_span(
         span._span_id = (bits(64) or run.sink.new_span_id()) if bits else run.sink.new_span_id()
         key = id(ids)
         attempts = run.attempts
-        outer = run.attempt_span(key) if key in attempts else None
+        node_run = ids[3] if len(ids) > 3 else None
+        if key in attempts:
+            outer: Any = run.attempt_span(key)
+        elif node_run is not None and node_run.span is not None:
+            outer = run.node_run_span(node_run)  # the ids of an attempt kept on its node run
+        else:
+            outer = None
         if outer is None:
             attempts[key] = span
             span._key = key

@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from contextvars import ContextVar
 from time import perf_counter, time_ns
-from typing import Any, cast
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -25,7 +25,6 @@ from opentelemetry.trace import NonRecordingSpan
 
 from weft_common import jsonutil
 from weft_common._telemetry_state import flags
-from weft_common.logging_setup import LOG_IDS
 from weft_common.telemetry_metrics import (
     drain_node_durations,
     metrics,
@@ -85,84 +84,41 @@ async def run_attempt(
     """``handler.execute(ctx)`` (bounded by ``timeout_s``) inside the attempt's span.
 
     Called by ``attempts.run_attempts`` inside the attempt's log ids ``ids`` (``LOG_IDS``: the
-    execution and node ids, the enclosing node span, the node run; set before and reset after):
-    the span is an ``attempt_span`` (spelled out below for a lean span, the common case; none at
-    all in a run that sampling left out). In the most common case, a node's first attempt outside
-    other node spans, nothing is made or registered for the span unless the node's code asks for
-    it: the node run is its record (see ``telemetry_spans.LeanRecord``)."""
+    execution and node ids, the enclosing node span, the node run; set before and reset after).
+    A lean span, the common case, is kept as a record on the node run (``_run_recorded``); for a
+    node's first attempt outside other node spans the node run itself is the record: nothing is
+    made or drawn for the span unless the node's code asks for it. Otherwise the span is an
+    ``attempt_span`` (none at all in a run that sampling left out)."""
     measure = flags.metrics
     scope: Any = None
     if flags.tracing:
         run = current_context()
         if type(run) is LeanRun and run.bits is not None:
             node_run = ids[3]
-            if (
-                node_run is not None
-                and ids[2] is None
-                and node_run.attempt == 1
-                and node_run.resume is None
-                and node_run.span is None
-                and ids[0] == run.execution_id
-            ):
-                return await _run_recorded(handler, ctx, timeout_s, run, node_run, measure)
-            ids = LOG_IDS.get()
-            key = id(ids)
-            attempts = run.attempts
-            if key not in attempts:
-                # The common case, a lean span: attempt_span and _AttemptSpan.__exit__ spelled
-                # out here, with the span kept as a record until something needs it (see
-                # telemetry_spans.LeanRecord: most attempts end without that).
-                node = ctx.node
+            if node_run is not None and node_run.span is None:
                 outer = ids[2]
-                if outer is not None and outer._run is not run:
-                    outer = None  # (a node_span's, else the parent is the run's span)
-                start = (
-                    node.id,
-                    node.type,
-                    ctx.scope,
-                    ctx.attempt,
-                    ctx.execution_id,
-                    run.bits(64) or run.sink.new_span_id(),
-                    time_ns(),
-                    outer,
-                )
-                attempts[key] = start
-                started = perf_counter() if measure else 0.0
-                try:
-                    if timeout_s is None:
-                        result = await handler.execute(ctx)
-                    else:
-                        async with asyncio.timeout(timeout_s):
-                            result = await handler.execute(ctx)
-                    if result.pause is None and not result.token_usage:
-                        status = "SUCCEEDED"  # the span's default: nothing to record
-                    else:
-                        status = _record_outcome(result, run.attempt_span(key))
-                except BaseException as exc:
-                    span = run.attempt_span(key)
-                    status = _record_failure(exc, span)
-                    span._key = key
-                    span.__exit__(type(exc), exc, exc.__traceback__)
-                    if measure:
-                        record_node_duration(perf_counter() - started, node.type, status, run.plain)
-                    raise
-                end = time_ns()
-                entry = attempts.pop(key)
-                pending = lean_pending
-                if entry is start:
-                    pending.append((run, start, end))
-                else:  # made a span meanwhile (see LeanRun.attempt_span)
-                    cast(Any, entry)._end_time = end
-                    pending.append(entry)
-                if len(pending) >= LEAN_FLUSH_AT:
-                    flush_node_spans()
-                elif not lean_flush_timer[0]:
-                    arm_flush_timer()
-                if measure:
-                    record_node_duration(
-                        perf_counter() - started, node.type, status, run.plain, end
+                if (
+                    outer is None
+                    and node_run.attempt == 1
+                    and node_run.resume is None
+                    and ids[0] == run.execution_id
+                ):
+                    record: Any = run  # the node run is the attempt's record
+                else:  # a start record (telemetry_spans.LeanRecord)
+                    if outer is not None and outer._run is not run:
+                        outer = None  # (a node_span's, else the parent is the run's span)
+                    node = ctx.node
+                    record = (
+                        node.id,
+                        node.type,
+                        ctx.scope,
+                        ctx.attempt,
+                        ctx.execution_id,
+                        run.bits(64) or run.sink.new_span_id(),
+                        time_ns(),
+                        outer,
                     )
-                return result
+                return await _run_recorded(handler, ctx, timeout_s, run, node_run, record, measure)
         elif type(run) is UnsampledRun:  # a run sampling left out: no span to record
             if not measure:
                 if timeout_s is None:
@@ -207,13 +163,16 @@ async def _run_recorded(
     timeout_s: float | None,
     run: Any,
     node_run: Any,
+    record: Any,
     measure: bool,
 ) -> NodeResult:
-    """``run_attempt`` for an attempt recorded as its node run: ``node_run.span`` is the run
-    context while it runs (``telemetry_spans`` makes the span of it if asked: the node's code
-    looked at the current span) and ``None`` after; a record ``(run, node_run, end)`` when the
-    attempt succeeds with nothing to record, else its span, ended."""
-    node_run.span = run
+    """``run_attempt`` for a lean attempt span kept as a record (``telemetry_spans.LeanRecord``):
+    ``node_run.span`` is ``record`` while the attempt runs (the run context: the node run is the
+    record; else a start record), the span ``telemetry_spans`` made of it if the node's code
+    asked for the current span, and ``None`` after. The attempt ends as a record ``(run,
+    node_run or start record, end)`` if it succeeded with nothing else to record, else as its
+    span."""
+    node_run.span = record
     started = perf_counter() if measure else 0.0
     try:
         if timeout_s is None:
@@ -238,8 +197,8 @@ async def _run_recorded(
         status = _record_outcome(result, made)
     node_run.span = None
     pending = lean_pending
-    if made is run:
-        pending.append((run, node_run, end))
+    if made is record:
+        pending.append((run, node_run if record is run else record, end))
     else:  # its span, made meanwhile
         made._end_time = end
         pending.append(made)
