@@ -25,9 +25,10 @@ them. It is a real span all the same:
   the run's context, ``_RunContext``, which answers the node span for the task that runs it and
   the tasks it starts), so outbound httpx/LLM requests and gRPC calls made in the node get CLIENT
   spans parented to it and carry its ``traceparent``, and log records carry its span id. The
-  engine's attempts (``attempt_span``, and ``weft_executor.tracing.run_attempt``, which spells it
-  out for the common case) set nothing for that: the engine already set the attempt's log ids,
-  and the span is registered in its run under that tuple (see ``_AttemptSpan``);
+  engine's attempts set nothing for that: the engine already set the attempt's log ids, whose
+  fourth item is its node run, where ``weft_executor.tracing.run_attempt`` keeps the attempt's
+  record (see ``LeanRecord``); ``attempt_span``, for other callers, registers the span in its run
+  under the ids tuple (see ``_AttemptSpan``);
 - it is an SDK ``ReadableSpan`` once ended: ended spans are handed to the provider's span
   processors in bulk (``flush_node_spans``: every 512 spans, when the execution span ends, within
   a second otherwise, at exit), a ``BatchSpanProcessor`` getting them in one ``extendleft`` of its
@@ -36,10 +37,10 @@ them. It is a real span all the same:
   its thread). The normal batch processor and exporters (OTLP) export them like any span.
 
 An engine attempt that nothing looks at while it runs (no outbound call, log line or recorded
-status in it: most of them) is not even an object until it must be: it is kept as a *lean record*,
-two tuples (see ``LeanRecord``), which an exporter declaring ``weft_lean_records`` (Weft's OTLP
-exporter) encodes as they are, and which every other processor or exporter gets as the
-``_AttemptSpan`` made from them.
+status in it: most of them) is not even an object until it must be: it is kept as a *lean record*
+(see ``LeanRecord``; for a node's first attempt, the node run itself: nothing is drawn or stamped
+for it), which an exporter declaring ``weft_lean_records`` (Weft's OTLP exporter) encodes as it
+is, and which every other processor or exporter gets as the ``_AttemptSpan`` made from it.
 
 Differences from an SDK span: processors' ``on_start`` (and the SDK-internal ``_on_ending``) are
 not called for node spans, and only the attribute value length limit
@@ -376,8 +377,9 @@ class UnsampledRun(Context):
 
 
 # The lean node span running in a task is found through the log ids (``_log_ids``): a node_span
-# is their third item (entering it is one ``ContextVar.set`` for both), an attempt_span sets
-# nothing (see ``_AttemptSpan``); the run's context resolves the current span with them.
+# is their third item (entering it is one ``ContextVar.set`` for both), an engine attempt's
+# record is on their fourth, its node run, and an attempt_span sets nothing (see
+# ``_AttemptSpan``); the run's context resolves the current span with them.
 _UNSET_STATUS = Status(StatusCode.UNSET)
 _new_tuple = tuple.__new__
 _new_object = object.__new__
