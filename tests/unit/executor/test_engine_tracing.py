@@ -22,7 +22,7 @@ from opentelemetry.trace import StatusCode
 from weft_common import telemetry_metrics
 from weft_common.telemetry import TestTelemetry, telemetry_for_tests
 from weft_common.telemetry_otlp import encode_spans_bytes
-from weft_common.telemetry_spans import lean_spans
+from weft_common.telemetry_spans import flush_node_spans, lean_spans
 from weft_executor.engine import Resume
 from weft_executor.handlers.base import NodeResult
 from weft_executor.tracing import (
@@ -140,7 +140,11 @@ async def _run_exported(
     tel: TestTelemetry, workflow: dict[str, Any], *, runs: int, alone: bool
 ) -> _TakesRecords:
     """``workflow`` run ``runs`` times (each must succeed) with a batch processor whose exporter
-    takes lean records, the provider's only one if ``alone``, else beside the test's."""
+    takes lean records, the provider's only one if ``alone``, else beside the test's. (Spans
+    of earlier tests still pending go to the test's exporter first; the process's provider is
+    shared, and spans that end meanwhile elsewhere may still reach this one.)"""
+    flush_node_spans()
+    tel.provider.force_flush()
     exporter = _TakesRecords()
     processor = BatchSpanProcessor(exporter)
     multi: Any = tel.provider._active_span_processor
@@ -216,14 +220,22 @@ async def test_a_sole_exporter_gets_first_attempts_as_node_run_records(
     as before."""
     workflow = _mixed_workflow(monkeypatch, iterations=2, first=("a", "b"))
     exporter = await _run_exported(tel, workflow, runs=1, alone=True)
+    spans = lean_spans(exporter.items)  # (their span ids drawn for these)
+    [execution] = [s for s in spans if s.name == "execution t"]
+    trace_id = execution.context.trace_id
+    items = [  # (what another test's code still running may have ended meanwhile left out)
+        item
+        for item, span in zip(exporter.items, spans, strict=True)
+        if span.context.trace_id == trace_id
+    ]
+    spans = [span for span in spans if span.context.trace_id == trace_id]
 
-    records = [item for item in exporter.items if type(item) is tuple]
+    records = [item for item in items if type(item) is tuple]
     node_runs = [item for item in records if type(item[1]) is not tuple]
     # First attempts nobody looked at (the loop's iterations too: a child of the run's span).
     assert sorted(item[1].node.id for item in node_runs) == ["a", "b", "inner", "inner", "start"]
     assert all(item[1].span is None for item in node_runs)  # nothing kept on the node runs
     by_node = {item[1].node.id: item for item in node_runs}
-    spans = lean_spans(exporter.items)  # (their span ids drawn for these)
     node_spans = [s for s in spans if "weft.node.id" in _attrs(s)]
     assert sorted((_attrs(s)["weft.node.id"], _attrs(s)["weft.node.attempt"]) for s in node_spans) == [
         ("a", 1), ("b", 1), ("inner", 1), ("inner", 1), ("look", 1), ("start", 1),
@@ -232,14 +244,13 @@ async def test_a_sole_exporter_gets_first_attempts_as_node_run_records(
     [looked] = [s for s in node_spans if _attrs(s)["weft.node.id"] == "look"]
     assert _attrs(looked)["looked"] == 1
 
-    request = encode_spans_bytes(exporter.items)
+    request = encode_spans_bytes(items)
     assert _masked(request) == _masked(encode_spans(spans).SerializeToString())
-    parsed = [s for s in _masked(request) if s.name != "execution t"]
-    [execution] = [s for s in spans if s.name.startswith("execution")]
     run_span_id = execution.context.span_id.to_bytes(8, "big")
-    for span in parsed:
-        assert span.trace_id == execution.context.trace_id.to_bytes(16, "big")
-        assert span.parent_span_id == run_span_id, span.name
+    for span in _masked(request):
+        assert span.trace_id == trace_id.to_bytes(16, "big")
+        if span.name != "execution t":
+            assert span.parent_span_id == run_span_id, span.name
     ids = [
         span.span_id
         for resource in ExportTraceServiceRequest.FromString(request).resource_spans
