@@ -300,7 +300,7 @@ def main() -> None:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 2)[2],
     )  # fmt: skip
-    ap.add_argument("--quick", action="store_true", help="4 rounds instead of 10")
+    ap.add_argument("--quick", action="store_true", help="6 rounds instead of 20")
     ap.add_argument("--rounds", type=int, default=0, help="rounds (each runs every mode once)")
     ap.add_argument(
         "--no-pin", action="store_true",
@@ -315,7 +315,7 @@ def main() -> None:
     if args.sink:
         sink(args.sink)
         return
-    rounds = args.rounds or (4 if args.quick else 10)
+    rounds = args.rounds or (6 if args.quick else 20)
     cpus = sorted(os.sched_getaffinity(0))
     pinned = not args.no_pin and len(cpus) > 1
     if pinned:  # this process on one CPU, the collector stub (a stand-in for a remote one) not
