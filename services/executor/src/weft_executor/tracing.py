@@ -121,16 +121,10 @@ async def run_attempt(
                 return await _run_recorded(handler, ctx, timeout_s, run, node_run, record, measure)
         elif type(run) is UnsampledRun:  # a run sampling left out: no span to record
             if not measure:
-                if timeout_s is None:
-                    return await handler.execute(ctx)
-                async with asyncio.timeout(timeout_s):
-                    return await handler.execute(ctx)
+                return await _execute(handler, ctx, timeout_s)
             scope = _NO_SPAN
     elif not measure:
-        if timeout_s is None:
-            return await handler.execute(ctx)
-        async with asyncio.timeout(timeout_s):
-            return await handler.execute(ctx)
+        return await _execute(handler, ctx, timeout_s)
     node = ctx.node
     started = perf_counter() if measure else 0.0
     status = "FAILED"
@@ -139,11 +133,7 @@ async def run_attempt(
     try:
         with scope as span:
             try:
-                if timeout_s is None:
-                    result = await handler.execute(ctx)
-                else:
-                    async with asyncio.timeout(timeout_s):
-                        result = await handler.execute(ctx)
+                result = await _execute(handler, ctx, timeout_s)
                 if result.pause is None and not result.token_usage:
                     status = "SUCCEEDED"  # the attempt span's own default: nothing to record
                 else:
@@ -155,6 +145,15 @@ async def run_attempt(
         if measure:
             record_node_duration(perf_counter() - started, node.type, status)
     return result
+
+
+async def _execute(handler: NodeHandler, ctx: NodeContext, timeout_s: float | None) -> NodeResult:
+    """``handler.execute(ctx)``, bounded by ``timeout_s`` if any (``_run_recorded``, the common
+    path, spells it out)."""
+    if timeout_s is None:
+        return await handler.execute(ctx)
+    async with asyncio.timeout(timeout_s):
+        return await handler.execute(ctx)
 
 
 async def _run_recorded(
